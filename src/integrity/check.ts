@@ -1,0 +1,110 @@
+import fs from 'node:fs/promises'
+
+import {chunkBounds, loadXxh64} from './chunks.js'
+import {sha256FileHex} from './sha256.js'
+
+export type CheckLevel = 'size' | 'fast' | 'full'
+export const CHECK_LEVELS: readonly CheckLevel[] = ['size', 'fast', 'full']
+
+/** What a file should be: from the journal or from an integrity manifest. */
+export interface ExpectedFile {
+  path: string
+  size: number
+  sha256: string
+  chunkSizeBytes: number
+  /** xxh64 hex per chunk; may be empty when unknown (then `fast` falls back to `full`). */
+  chunks: string[]
+}
+
+export type FileCheckStatus = 'ok' | 'missing' | 'wrong-size' | 'damaged' | 'sha256-mismatch' | 'not-a-file'
+
+export interface DamagedRange {
+  chunk: number
+  start: number
+  /** Exclusive. */
+  end: number
+}
+
+export interface FileCheck {
+  path: string
+  status: FileCheckStatus
+  level: CheckLevel
+  expectedSize: number
+  foundSize?: number
+  expectedSha256?: string
+  foundSha256?: string
+  /** Chunks whose xxh64 differs, when the damage could be localised. */
+  damaged?: DamagedRange[]
+}
+
+const READ_BYTES = 8 * 1024 * 1024
+
+/**
+ * Checks one file at a level: `size` reads no content; `fast` compares every chunk's xxh64 and names
+ * the damaged ranges; `full` compares the SHA-256 (fastest engine, no state needed) and, on a
+ * mismatch, localises the damage with the chunk sums so a repair can fetch only those chunks.
+ */
+export async function checkFile(filePath: string, expected: ExpectedFile, level: CheckLevel): Promise<FileCheck> {
+  const base = {path: expected.path, level, expectedSize: expected.size}
+  let stat
+  try {
+    stat = await fs.lstat(filePath)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return {...base, status: 'missing'}
+    throw error
+  }
+  if (!stat.isFile()) return {...base, status: 'not-a-file'}
+  if (stat.size !== expected.size) {
+    return {...base, status: 'wrong-size', foundSize: stat.size, damaged: await localiseDamage(filePath, expected)}
+  }
+  if (level === 'size') return {...base, status: 'ok', foundSize: stat.size}
+  const haveSums = expected.chunks.length === Math.ceil(expected.size / expected.chunkSizeBytes) && expected.chunks.every((c) => /^[0-9a-f]{16}$/.test(c))
+  if (level === 'fast' && haveSums) {
+    const damaged = await localiseDamage(filePath, expected)
+    return damaged && damaged.length > 0 ? {...base, status: 'damaged', foundSize: stat.size, damaged} : {...base, status: 'ok', foundSize: stat.size}
+  }
+  const found = await sha256FileHex(filePath)
+  if (found === expected.sha256) return {...base, level: 'full', status: 'ok', foundSize: stat.size}
+  return {
+    ...base,
+    level: 'full',
+    status: 'sha256-mismatch',
+    foundSize: stat.size,
+    expectedSha256: expected.sha256,
+    foundSha256: found,
+    damaged: haveSums ? await localiseDamage(filePath, expected) : undefined,
+  }
+}
+
+/** Chunks whose bytes on disk no longer match their xxh64 (missing bytes count as damaged). */
+export async function localiseDamage(filePath: string, expected: ExpectedFile): Promise<DamagedRange[] | undefined> {
+  const count = Math.ceil(expected.size / expected.chunkSizeBytes)
+  if (expected.chunks.length !== count) return undefined
+  const xxh = await loadXxh64()
+  const damaged: DamagedRange[] = []
+  const fh = await fs.open(filePath, 'r')
+  try {
+    const perRead = Math.max(1, Math.floor(READ_BYTES / expected.chunkSizeBytes))
+    const buf = Buffer.allocUnsafe(perRead * expected.chunkSizeBytes)
+    for (let first = 0; first < count; first += perRead) {
+      const last = Math.min(count, first + perRead)
+      const start = first * expected.chunkSizeBytes
+      const end = Math.min(expected.size, last * expected.chunkSizeBytes)
+      let got = 0
+      while (got < end - start) {
+        const {bytesRead} = await fh.read(buf, got, end - start - got, start + got)
+        if (bytesRead === 0) break
+        got += bytesRead
+      }
+      for (let i = first; i < last; i++) {
+        const b = chunkBounds(i, expected.size, expected.chunkSizeBytes)
+        const from = b.start - start
+        const to = b.end - start
+        if (to > got || xxh(buf.subarray(from, to)) !== expected.chunks[i]) damaged.push({chunk: i, start: b.start, end: b.end})
+      }
+    }
+  } finally {
+    await fh.close()
+  }
+  return damaged
+}

@@ -1,0 +1,92 @@
+import fs from 'node:fs/promises'
+
+import {MsrError} from '../errors.js'
+import {writeFileDurable} from '../journal/durable-file.js'
+import type {ExpectedFile} from './check.js'
+
+/** The integrity manifest's format version; its JSON Schema is manifests/manifest-v1.schema.json. */
+export const MANIFEST_VERSION = 1
+export const MANIFEST_KIND = 'ms-resume/manifest'
+
+export interface ManifestFile {
+  path: string
+  size: number
+  sha256: string
+  commit: string
+  chunkSizeBytes: number
+  /** xxh64 (16 hex digits) of every chunk, in order. */
+  xxh64: string[]
+}
+
+export interface Manifest {
+  kind: typeof MANIFEST_KIND
+  version: number
+  hub: string
+  endpoint: string
+  modelId: string
+  revision: string
+  /** The commit most files were listed at; each file also carries its own. */
+  commit: string
+  createdAt: string
+  files: ManifestFile[]
+}
+
+export function buildManifest(init: {hub: string; endpoint: string; modelId: string; revision: string; files: ManifestFile[]}): Manifest {
+  const counts = new Map<string, number>()
+  for (const f of init.files) counts.set(f.commit, (counts.get(f.commit) ?? 0) + 1)
+  const commit = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))[0]?.[0] ?? ''
+  const files = [...init.files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+  return {kind: MANIFEST_KIND, version: MANIFEST_VERSION, hub: init.hub, endpoint: init.endpoint, modelId: init.modelId, revision: init.revision, commit, createdAt: new Date().toISOString(), files}
+}
+
+export function manifestToJson(manifest: Manifest): string {
+  return `${JSON.stringify(manifest, null, 2)}\n`
+}
+
+export async function writeManifest(file: string, manifest: Manifest): Promise<void> {
+  await writeFileDurable(file, manifestToJson(manifest), 0o600)
+}
+
+export function expectedFromManifest(f: ManifestFile): ExpectedFile {
+  return {path: f.path, size: f.size, sha256: f.sha256, chunkSizeBytes: f.chunkSizeBytes, chunks: f.xxh64}
+}
+
+/** Reads and validates a manifest; a bad one is a clear E_USAGE naming the problem. */
+export async function readManifest(file: string): Promise<Manifest> {
+  let text: string
+  try {
+    text = await fs.readFile(file, 'utf8')
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    throw new MsrError(code === 'ENOENT' ? 'E_USAGE' : 'E_LOCAL', `Cannot read the manifest ${file}: ${code ?? (error as Error).message}.`, {
+      hint: code === 'ENOENT' ? 'Check the path, or create one with `ms-resume manifest <model> --out FILE`.' : 'Check its permissions.',
+    })
+  }
+  let doc: unknown
+  try {
+    doc = JSON.parse(text)
+  } catch {
+    throw new MsrError('E_USAGE', `The manifest ${file} is not valid JSON.`, {hint: 'Regenerate it with `ms-resume manifest <model> --out FILE`.'})
+  }
+  const problem = manifestProblem(doc)
+  if (problem) throw new MsrError('E_USAGE', `The manifest ${file} is not usable: ${problem}.`, {hint: 'Regenerate it with `ms-resume manifest <model> --out FILE`.'})
+  return doc as Manifest
+}
+
+export function manifestProblem(doc: unknown): string | undefined {
+  if (!doc || typeof doc !== 'object') return 'not a JSON object'
+  const m = doc as Partial<Manifest>
+  if (m.kind !== MANIFEST_KIND) return `"kind" is not "${MANIFEST_KIND}"`
+  if (m.version !== MANIFEST_VERSION) return `unsupported version ${String(m.version)} (this ms-resume reads version ${MANIFEST_VERSION})`
+  if (typeof m.modelId !== 'string' || typeof m.revision !== 'string') return 'missing modelId or revision'
+  if (!Array.isArray(m.files)) return 'no files array'
+  const seen = new Set<string>()
+  for (const f of m.files) {
+    if (!f || typeof f.path !== 'string' || !Number.isSafeInteger(f.size) || f.size < 0 || !/^[0-9a-f]{64}$/.test(f.sha256 ?? '')) return `bad file entry ${JSON.stringify(f?.path)}`
+    if (!Number.isSafeInteger(f.chunkSizeBytes) || f.chunkSizeBytes <= 0 || !Array.isArray(f.xxh64) || f.xxh64.length !== Math.ceil(f.size / f.chunkSizeBytes)) return `bad chunk list for ${JSON.stringify(f.path)}`
+    if (!f.xxh64.every((x) => typeof x === 'string' && /^[0-9a-f]{16}$/.test(x))) return `bad xxh64 value for ${JSON.stringify(f.path)}`
+    if (seen.has(f.path)) return `duplicate path ${JSON.stringify(f.path)}`
+    seen.add(f.path)
+  }
+  return undefined
+}

@@ -1,0 +1,66 @@
+import {randomBytes} from 'node:crypto'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+
+import {crashPoint} from './crash-points.js'
+
+/**
+ * Writes a file so that after a crash or power loss it holds either the old or the new content,
+ * never a torn mix: a temp file with a per-process name (two writers never share one), fsync,
+ * rename over the target, fsync the directory so the rename itself is durable.
+ */
+export async function writeFileDurable(target: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  const dir = path.dirname(target)
+  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`)
+  const handle = await fs.open(tmp, 'wx', mode)
+  try {
+    await handle.writeFile(data)
+    await handle.sync()
+  } catch (error) {
+    await handle.close().catch(() => {})
+    await fs.rm(tmp, {force: true})
+    throw error
+  }
+  await handle.close()
+  crashPoint('after-journal-temp')
+  crashPoint('before-journal-rename')
+  try {
+    await fs.rename(tmp, target)
+  } catch (error) {
+    await fs.rm(tmp, {force: true})
+    throw error
+  }
+  await fsyncDir(dir)
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r')
+  try {
+    await handle.sync()
+  } catch (error) {
+    // Some filesystems (and all of Windows) refuse fsync on a directory; the rename is still atomic.
+    if (!['EINVAL', 'ENOTSUP', 'EISDIR', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Removes temp files a killed writer left next to `target` (`.<name>.<pid>.<rand>.tmp`). */
+export async function removeStrayTempFiles(target: string): Promise<number> {
+  const dir = path.dirname(target)
+  const prefix = `.${path.basename(target)}.`
+  let removed = 0
+  let names: string[]
+  try {
+    names = await fs.readdir(dir)
+  } catch {
+    return 0
+  }
+  for (const name of names) {
+    if (name.startsWith(prefix) && name.endsWith('.tmp')) {
+      await fs.rm(path.join(dir, name), {force: true})
+      removed++
+    }
+  }
+  return removed
+}

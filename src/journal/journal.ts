@@ -1,0 +1,156 @@
+import fs from 'node:fs/promises'
+import path from 'node:path'
+
+import {Low} from 'lowdb'
+import type {Adapter} from 'lowdb'
+
+import {MsrError} from '../errors.js'
+import {JOURNAL_FILE} from '../store/layout.js'
+import {removeStrayTempFiles, writeFileDurable} from './durable-file.js'
+import {emptyJournal, journalProblem, type FileRecord, type JournalDoc} from './schema.js'
+
+class UnreadableJournal extends Error {}
+
+/** lowdb's own JSONFile adapter never fsyncs (power loss) and shares one temp name between processes. */
+class DurableJsonAdapter implements Adapter<JournalDoc> {
+  constructor(readonly file: string) {}
+
+  async read(): Promise<JournalDoc | null> {
+    let text: string
+    try {
+      text = await fs.readFile(this.file, 'utf8')
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
+      throw error
+    }
+    let doc: unknown
+    try {
+      doc = JSON.parse(text)
+    } catch {
+      throw new UnreadableJournal(text.length === 0 ? 'empty file' : 'invalid JSON')
+    }
+    const problem = journalProblem(doc)
+    if (problem) throw new UnreadableJournal(problem)
+    return doc as JournalDoc
+  }
+
+  async write(doc: JournalDoc): Promise<void> {
+    await writeFileDurable(this.file, JSON.stringify(doc), 0o600)
+  }
+}
+
+export interface JournalOpenResult {
+  journal: Journal
+  /** Set when an unreadable journal was moved aside and the state must be re-checked from disk. */
+  recovered?: {reason: string; movedTo: string}
+}
+
+/**
+ * One journal per model, guarded by the model lock. Writes are coalesced: callers mark the
+ * document dirty and either wait for durability (checkpoints) or let a timer batch many small
+ * changes into one rewrite (thousands of small files must not mean thousands of rewrites).
+ */
+export class Journal {
+  private chain: Promise<void> = Promise.resolve()
+  private queued: Promise<void> | undefined
+  private timer: NodeJS.Timeout | undefined
+
+  private constructor(
+    private readonly db: Low<JournalDoc>,
+    readonly file: string,
+    readonly flushIntervalMs: number,
+  ) {}
+
+  static async open(
+    stateDir: string,
+    init: {hub: string; endpoint: string; modelId: string; revision: string},
+    opts: {flushIntervalMs?: number} = {},
+  ): Promise<JournalOpenResult> {
+    const file = path.join(stateDir, JOURNAL_FILE)
+    await removeStrayTempFiles(file)
+    const adapter = new DurableJsonAdapter(file)
+    const db = new Low<JournalDoc>(adapter, emptyJournal(init))
+    let recovered: JournalOpenResult['recovered']
+    try {
+      await db.read()
+    } catch (error) {
+      if (!(error instanceof UnreadableJournal)) {
+        throw new MsrError('E_JOURNAL', `Cannot read the journal ${file}: ${(error as Error).message}.`, {cause: error, hint: 'Check the permissions of the state directory.'})
+      }
+      // Never trust it, never destroy it: keep it for a post-mortem and rebuild state from disk.
+      const movedTo = `${file}.unreadable-${Date.now()}`
+      await fs.rename(file, movedTo)
+      db.data = emptyJournal(init)
+      recovered = {reason: error.message, movedTo}
+    }
+    const journal = new Journal(db, file, opts.flushIntervalMs ?? 250)
+    Object.assign(journal.doc, {endpoint: init.endpoint, revision: init.revision})
+    return {journal, recovered}
+  }
+
+  /** Reads a journal without locking or modifying anything (status, verify). */
+  static async peek(stateDir: string): Promise<{doc?: JournalDoc; problem?: string}> {
+    try {
+      const doc = await new DurableJsonAdapter(path.join(stateDir, JOURNAL_FILE)).read()
+      return doc ? {doc} : {}
+    } catch (error) {
+      return {problem: (error as Error).message}
+    }
+  }
+
+  get doc(): JournalDoc {
+    return this.db.data
+  }
+
+  get(filePath: string): FileRecord | undefined {
+    return this.db.data.files[filePath]
+  }
+
+  set(record: FileRecord): void {
+    this.db.data.files[record.path] = record
+  }
+
+  /** Batches: the change is written within flushIntervalMs. */
+  markDirty(): void {
+    if (this.timer) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.flush().catch(() => {
+        /* the next flush reports it */
+      })
+    }, this.flushIntervalMs)
+  }
+
+  /** Resolves once everything changed before the call is durable on disk. */
+  flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
+    // A write that has not started yet will serialise the document as it is then: join it.
+    if (this.queued) return this.queued
+    const write = this.chain.then(() => {
+      this.queued = undefined
+      return this.writeNow()
+    })
+    this.queued = write
+    this.chain = write.catch(() => {})
+    return write
+  }
+
+  private async writeNow(): Promise<void> {
+    this.db.data.updatedAt = new Date().toISOString()
+    try {
+      await this.db.write()
+    } catch (error) {
+      throw new MsrError('E_JOURNAL', `Cannot write the journal ${this.file}: ${(error as Error).message}.`, {
+        cause: error,
+        hint: 'Check free space and permissions of the model directory, then run again.',
+      })
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.flush()
+  }
+}

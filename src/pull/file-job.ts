@@ -1,0 +1,269 @@
+import {createHash} from 'node:crypto'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+
+import {MsrError, fromFsError, isMsrError} from '../errors.js'
+import type {HubFile} from '../hub/types.js'
+import {type CheckLevel, type ExpectedFile, type FileCheck, checkFile} from '../integrity/check.js'
+import {chunkBounds, chunkCount, chunkSizeFor, loadXxh64} from '../integrity/chunks.js'
+import {sha256FileHex} from '../integrity/sha256.js'
+import type {FileRecord} from '../journal/schema.js'
+import {moveIntoPlace} from '../store/finalize.js'
+import {PARTIAL_DIR, QUARANTINE_DIR} from '../store/layout.js'
+import {resolveInside} from '../store/safe-path.js'
+import {ChunkedDownload, type TransferOptions} from '../transfer/file-download.js'
+
+/** Whole-file downloads that may end in a hash mismatch before we give up on a file. */
+export const MAX_INTEGRITY_ATTEMPTS = 3
+/** Times a file may change on the hub under us in one run before we stop chasing it. */
+const MAX_REMOTE_CHANGES = 2
+
+export interface JobContext extends Omit<TransferOptions, 'connections'> {
+  modelDir: string
+  stateDir: string
+  /** Level for files the journal already has complete. */
+  check: CheckLevel
+  /** Connections for this file size. */
+  connectionsFor(sizeBytes: number): number
+  /** True when the journal was lost: partials on disk are taken on trust, the SHA-256 decides. */
+  adoptUnknownPartials: boolean
+  /** Re-reads the listing after the hub said a file changed; undefined when it is gone. */
+  relist(filePath: string): Promise<HubFile | undefined>
+}
+
+export interface FileOutcome {
+  path: string
+  size: number
+  /** Bytes that came over the network for this file in this run. */
+  downloadedBytes: number
+  /** Already complete (or adopted from disk); nothing fetched. */
+  reused: boolean
+  /** A complete file failed its check and was repaired. */
+  repaired: boolean
+  check?: FileCheck
+}
+
+export function newRecord(file: HubFile): FileRecord {
+  const chunkSizeBytes = chunkSizeFor(file.size)
+  return {
+    path: file.path,
+    size: file.size,
+    sha256: file.sha256,
+    commit: file.commit,
+    status: 'pending',
+    chunkSizeBytes,
+    chunks: Array.from({length: chunkCount(file.size, chunkSizeBytes)}, () => null),
+    integrityFailures: 0,
+  }
+}
+
+export function expectedFromRecord(record: FileRecord): ExpectedFile {
+  return {path: record.path, size: record.size, sha256: record.sha256, chunkSizeBytes: record.chunkSizeBytes, chunks: record.chunks.map((c) => c ?? '')}
+}
+
+/** Stable across runs (so a resume finds it) and free of anything the hub chose. */
+export function partialNameFor(repoPath: string): string {
+  return `${createHash('sha256').update(repoPath).digest('hex').slice(0, 40)}.part`
+}
+
+export function partialPathOf(stateDir: string, record: FileRecord): string {
+  return path.join(stateDir, PARTIAL_DIR, record.partialName ?? partialNameFor(record.path))
+}
+
+/**
+ * Brings one file to its final path, verified: reuse it when complete (checked at ctx.check),
+ * adopt a correct file found on disk, repair only damaged chunks of a complete one, or resume /
+ * start its download. Nothing reaches the final path before its SHA-256 matches the listing.
+ */
+export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<FileOutcome> {
+  let file = listed
+  let record = ctx.journal.get(file.path)
+  if (record && (record.sha256 !== file.sha256 || record.size !== file.size)) {
+    // A new version upstream: the old partial cannot be continued.
+    await discardPartial(ctx, record)
+    record = undefined
+  }
+  const finalPath = resolveInside(ctx.modelDir, file.path)
+  const outcome: FileOutcome = {path: file.path, size: file.size, downloadedBytes: 0, reused: false, repaired: false}
+
+  if (record?.status === 'complete') {
+    const check = await checkFile(finalPath, expectedFromRecord(record), ctx.check)
+    outcome.check = check
+    if (check.status === 'ok') {
+      if (ctx.check !== 'size') {
+        record.checkedAt = new Date().toISOString()
+        ctx.journal.markDirty()
+      }
+      ctx.emit({type: 'file-done', path: file.path, size: file.size, downloadedBytes: 0, reused: true, sha256: file.sha256})
+      return {...outcome, reused: true}
+    }
+    ctx.emit({type: 'warning', path: file.path, message: `${file.path} failed its ${check.level} check (${check.status}); repairing it`})
+    record = await prepareRepair(ctx, record, finalPath, check)
+    outcome.repaired = true
+  } else if (await adoptFromDisk(finalPath, file)) {
+    ctx.journal.set(await completeRecordFromDisk(file, finalPath))
+    ctx.journal.markDirty()
+    ctx.emit({type: 'file-done', path: file.path, size: file.size, downloadedBytes: 0, reused: true, sha256: file.sha256})
+    return {...outcome, reused: true}
+  }
+
+  record ??= newRecord(file)
+  record.integrityFailures = 0
+  ctx.journal.set(record)
+  let remoteChanges = 0
+  for (;;) {
+    try {
+      outcome.downloadedBytes += await downloadVerified(ctx, record, file)
+      break
+    } catch (error) {
+      if (!isMsrError(error) || error.code !== 'E_REMOTE_CHANGED' || ++remoteChanges > MAX_REMOTE_CHANGES) throw error
+      ctx.emit({type: 'remote-changed', path: file.path, reason: error.message})
+      await discardPartial(ctx, record)
+      const fresh = await ctx.relist(file.path)
+      if (!fresh) {
+        throw new MsrError('E_REMOTE_CHANGED', `${file.path} disappeared from the hub's listing while downloading.`, {path: file.path, hint: 'Run the pull again to get the current file list.'})
+      }
+      file = fresh
+      record = newRecord(file)
+      ctx.journal.set(record)
+      outcome.size = file.size
+    }
+  }
+  ctx.emit({type: 'file-done', path: file.path, size: file.size, downloadedBytes: outcome.downloadedBytes, reused: false, sha256: file.sha256, repaired: outcome.repaired || undefined})
+  return outcome
+}
+
+/** Downloads (or resumes) until the SHA-256 matches, then moves the file into place. Returns bytes fetched. */
+async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFile): Promise<number> {
+  let fetched = 0
+  for (;;) {
+    record.partialName ??= partialNameFor(record.path)
+    const partialPath = partialPathOf(ctx.stateDir, record)
+    let fh
+    try {
+      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
+    } catch (error) {
+      throw fromFsError(error, `opening the partial file of ${record.path}`, partialPath)
+    }
+    let found: string
+    try {
+      const download = await ChunkedDownload.prepare(record, fh, {...ctx, connections: ctx.connectionsFor(record.size)}, ctx.adoptUnknownPartials)
+      const resumedBytes = download.resumedBytes
+      if (resumedBytes > 0) ctx.emit({type: 'resume', path: record.path, offsetBytes: resumedBytes, size: record.size})
+      ctx.emit({type: 'file-start', path: record.path, size: record.size, offsetBytes: resumedBytes})
+      try {
+        fetched += (await download.run()).receivedBytes
+      } catch (error) {
+        throw fromFsError(error, `writing ${record.path}`, partialPath)
+      }
+      found = download.digestHex()
+      if (found === record.sha256) {
+        record.chunks = download.chunkSums()
+        await fh.datasync()
+        await fh.chmod(0o644)
+      }
+    } finally {
+      await fh.close()
+    }
+    if (found === record.sha256) {
+      await moveIntoPlace(partialPath, ctx.modelDir, record.path)
+      record.status = 'complete'
+      record.completedAt = new Date().toISOString()
+      record.checkedAt = record.completedAt
+      delete record.sha256State
+      delete record.partialName
+      delete record.lastError
+      // Batched: a crash before the write is caught next run by adopting the final file from disk.
+      ctx.journal.markDirty()
+      return fetched
+    }
+    record.integrityFailures++
+    await quarantine(ctx, record)
+    Object.assign(record, newRecord(file), {integrityFailures: record.integrityFailures, lastError: {code: 'E_INTEGRITY', message: `sha256 ${found}`, at: new Date().toISOString()}})
+    await ctx.journal.flush()
+    ctx.emit({type: 'integrity-retry', path: record.path, expected: record.sha256, found, attempt: record.integrityFailures})
+    if (record.integrityFailures >= MAX_INTEGRITY_ATTEMPTS) {
+      record.status = 'failed'
+      await ctx.journal.flush()
+      throw new MsrError('E_INTEGRITY', `${record.path}: SHA-256 mismatch after ${record.integrityFailures} downloads (expected ${record.sha256}, found ${found}).`, {
+        path: record.path, expected: record.sha256, found,
+        hint: 'The hub serves bytes that do not match its own listing. Nothing was placed at the final path; try again later or report it to the model owner.',
+      })
+    }
+  }
+}
+
+/**
+ * Turns a complete file that failed its check back into a partial: a copy of the file with only the
+ * damaged chunks marked missing, so the download fetches just those and re-hashes the rest from disk.
+ * The damaged file stays at its final path until the repaired one replaces it atomically.
+ */
+async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: string, check: FileCheck): Promise<FileRecord> {
+  const fresh: FileRecord = {...record, status: 'partial', sha256State: undefined, etag: undefined, partialName: partialNameFor(record.path)}
+  delete fresh.completedAt
+  const localised = check.status !== 'missing' && check.status !== 'not-a-file' && check.damaged && check.damaged.length > 0
+  if (!localised) {
+    fresh.chunks = record.chunks.map(() => null)
+    return fresh
+  }
+  await fs.mkdir(path.join(ctx.stateDir, PARTIAL_DIR), {recursive: true, mode: 0o700})
+  const partialPath = partialPathOf(ctx.stateDir, fresh)
+  await fs.copyFile(finalPath, partialPath, fs.constants.COPYFILE_FICLONE)
+  await fs.chmod(partialPath, 0o600)
+  const damaged = new Set(check.damaged!.map((d) => d.chunk))
+  fresh.chunks = record.chunks.map((c, i) => (damaged.has(i) ? null : c))
+  return fresh
+}
+
+/** A file already at its final path with the listed size: keep it if its SHA-256 proves it. */
+async function adoptFromDisk(finalPath: string, file: HubFile): Promise<boolean> {
+  try {
+    const stat = await fs.lstat(finalPath)
+    if (!stat.isFile() || stat.size !== file.size) return false
+  } catch {
+    return false
+  }
+  return (await sha256FileHex(finalPath)) === file.sha256
+}
+
+async function completeRecordFromDisk(file: HubFile, finalPath: string): Promise<FileRecord> {
+  const record = newRecord(file)
+  const sums = await chunkSumsOfFile(finalPath, record)
+  const now = new Date().toISOString()
+  return {...record, chunks: sums, status: 'complete', completedAt: now, checkedAt: now}
+}
+
+export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord, 'path' | 'size' | 'sha256' | 'chunkSizeBytes'>): Promise<string[]> {
+  const xxh = await loadXxh64()
+  const count = chunkCount(record.size, record.chunkSizeBytes)
+  const sums: string[] = []
+  const fh = await fs.open(filePath, 'r')
+  try {
+    const buf = Buffer.allocUnsafe(record.chunkSizeBytes)
+    for (let i = 0; i < count; i++) {
+      const {start, end} = chunkBounds(i, record.size, record.chunkSizeBytes)
+      let got = 0
+      while (got < end - start) {
+        const {bytesRead} = await fh.read(buf, got, end - start - got, start + got)
+        if (bytesRead === 0) throw new MsrError('E_LOCAL', `${filePath} shrank while being read.`, {path: record.path})
+        got += bytesRead
+      }
+      sums.push(xxh(buf.subarray(0, got)))
+    }
+  } finally {
+    await fh.close()
+  }
+  return sums
+}
+
+async function discardPartial(ctx: JobContext, record: FileRecord): Promise<void> {
+  await fs.rm(partialPathOf(ctx.stateDir, record), {force: true})
+}
+
+/** A partial whose hash did not match is kept for a post-mortem (one per file), never handed over. */
+async function quarantine(ctx: JobContext, record: FileRecord): Promise<void> {
+  const dir = path.join(ctx.stateDir, QUARANTINE_DIR)
+  await fs.mkdir(dir, {recursive: true, mode: 0o700})
+  await fs.rename(partialPathOf(ctx.stateDir, record), path.join(dir, record.partialName ?? partialNameFor(record.path)))
+}
+

@@ -1,0 +1,76 @@
+import os from 'node:os'
+import path from 'node:path'
+
+import {MsrError} from '../errors.js'
+
+/** Where a model's files and ms-resume's state for it live. Pure: no filesystem access. */
+export interface ModelLocation {
+  owner: string
+  name: string
+  /** The directory the user's files land in: `<modelDir>/<Path>`. */
+  modelDir: string
+  /** ms-resume's own state (journal, manifest, partials, lock), hidden inside the model directory. */
+  stateDir: string
+  /** The ModelScope cache root, when the official cache layout is used (not with --local-dir). */
+  cacheRoot?: string
+  layout: 'cache' | 'cache-dir' | 'local-dir'
+}
+
+export const STATE_DIR_NAME = '.ms-resume'
+/** On-disk formats carry their version in their name. */
+export const JOURNAL_FILE = 'journal-v1.json'
+export const MANIFEST_FILE = 'manifest-v1.json'
+export const PARTIAL_DIR = 'partial-v1'
+export const QUARANTINE_DIR = 'quarantine'
+/** Names in a model directory that belong to tools, not to the model. */
+export const TOOL_ENTRIES = new Set([STATE_DIR_NAME, '.msc', '.mdl', '.mv', '._____temp'])
+
+const MODEL_ID = /^([A-Za-z0-9][A-Za-z0-9_.-]*)\/([A-Za-z0-9][A-Za-z0-9_.-]*)$/
+
+export function parseModelId(modelId: string): {owner: string; name: string} {
+  const m = MODEL_ID.exec(modelId ?? '')
+  if (!m || m[1].includes('..') || m[2].includes('..')) {
+    throw new MsrError('E_USAGE', `Not a model id: ${JSON.stringify(modelId)}.`, {
+      hint: 'Give it as <owner>/<name>, for example Qwen/Qwen2.5-0.5B-Instruct.',
+    })
+  }
+  return {owner: m[1], name: m[2]}
+}
+
+/** The official client's directory name for a model: every '.' becomes '___'. */
+export function maskedName(name: string): string {
+  return name.replaceAll('.', '___')
+}
+
+export function defaultCacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  return env.MODELSCOPE_CACHE ? path.resolve(env.MODELSCOPE_CACHE) : path.join(os.homedir(), '.cache', 'modelscope', 'hub')
+}
+
+export function resolveLocation(
+  modelId: string,
+  opts: {localDir?: string; cacheDir?: string; env?: NodeJS.ProcessEnv} = {},
+): ModelLocation {
+  const {owner, name} = parseModelId(modelId)
+  if (opts.localDir && opts.cacheDir) {
+    throw new MsrError('E_USAGE', '--local-dir and --cache-dir cannot be used together.', {hint: 'Pick one of them.'})
+  }
+  let modelDir: string
+  let cacheRoot: string | undefined
+  let layout: ModelLocation['layout']
+  if (opts.localDir) {
+    modelDir = path.resolve(opts.localDir)
+    layout = 'local-dir'
+  } else if (opts.cacheDir) {
+    modelDir = path.resolve(opts.cacheDir, owner, maskedName(name))
+    layout = 'cache-dir'
+  } else {
+    cacheRoot = defaultCacheRoot(opts.env)
+    modelDir = path.join(cacheRoot, 'models', owner, maskedName(name))
+    layout = 'cache'
+  }
+  return {owner, name, modelDir, stateDir: path.join(modelDir, STATE_DIR_NAME), cacheRoot, layout}
+}
+
+export function modelIdOf(loc: Pick<ModelLocation, 'owner' | 'name'>): string {
+  return `${loc.owner}/${loc.name}`
+}

@@ -1,0 +1,81 @@
+import path from 'node:path'
+
+import {MsrError} from '../errors.js'
+
+/**
+ * Repo paths come from the hub: untrusted. A hostile or broken listing must not make us write
+ * outside the model directory, so every name is checked before anything is written, and again
+ * after resolving (containment), which also catches what the first check did not think of.
+ */
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARS = /[\u0000-\u001f\u007f]/
+
+export function unsafeReason(repoPath: string): string | undefined {
+  if (typeof repoPath !== 'string' || repoPath.length === 0) return 'empty path'
+  if (CONTROL_CHARS.test(repoPath)) return 'control character in path'
+  if (repoPath.includes('\\')) return 'backslash in path'
+  if (repoPath.startsWith('/')) return 'absolute path'
+  if (/^[A-Za-z]:/.test(repoPath)) return 'drive-letter path'
+  if (repoPath.length > 4096) return 'path too long'
+  for (const segment of repoPath.split('/')) {
+    if (segment === '') return 'empty path segment'
+    if (segment === '.' || segment === '..') return `"${segment}" path segment`
+    if (Buffer.byteLength(segment) > 255) return 'path segment longer than 255 bytes'
+  }
+  return undefined
+}
+
+export function assertSafeRepoPath(repoPath: string): void {
+  const reason = unsafeReason(repoPath)
+  if (reason) {
+    throw new MsrError('E_UNSAFE_PATH', `Refusing unsafe file name from the hub: ${JSON.stringify(repoPath)} (${reason}).`, {
+      path: repoPath,
+      hint: 'Nothing was written. The repository lists a file name that could escape the target directory; report it to the model owner.',
+    })
+  }
+}
+
+/** Resolves a checked repo path under root and proves the result is inside root. */
+export function resolveInside(root: string, repoPath: string): string {
+  assertSafeRepoPath(repoPath)
+  const absRoot = path.resolve(root)
+  const target = path.resolve(absRoot, ...repoPath.split('/'))
+  if (!target.startsWith(absRoot + path.sep)) {
+    throw new MsrError('E_UNSAFE_PATH', `Refusing file name that resolves outside the target directory: ${JSON.stringify(repoPath)}.`, {
+      path: repoPath,
+      hint: 'Nothing was written. Report the listing to the model owner.',
+    })
+  }
+  return target
+}
+
+/**
+ * Names that would land on the same file on a case-insensitive filesystem (macOS, Windows, some
+ * shares), or a file that is also used as a directory, are refused up front: one would silently
+ * overwrite the other.
+ */
+export function assertNoCollisions(repoPaths: string[]): void {
+  const seen = new Map<string, string>()
+  const files = new Set(repoPaths.map((p) => p.toLowerCase()))
+  for (const p of repoPaths) {
+    const key = p.normalize('NFC').toLowerCase()
+    const other = seen.get(key)
+    if (other !== undefined) {
+      throw new MsrError('E_UNSAFE_PATH', `The hub lists two files that collide on a case-insensitive filesystem: ${JSON.stringify(other)} and ${JSON.stringify(p)}.`, {
+        path: p,
+        hint: 'Use --include/--exclude to pick one of them.',
+      })
+    }
+    seen.set(key, p)
+    const parts = key.split('/')
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/')
+      if (files.has(dir)) {
+        throw new MsrError('E_UNSAFE_PATH', `The hub lists ${JSON.stringify(dir)} both as a file and as a directory (of ${JSON.stringify(p)}).`, {
+          path: p,
+          hint: 'Use --include/--exclude to pick one of them.',
+        })
+      }
+    }
+  }
+}

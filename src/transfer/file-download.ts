@@ -1,0 +1,464 @@
+import type {FileHandle} from 'node:fs/promises'
+
+import {MsrError, isMsrError} from '../errors.js'
+import type {EventSink} from '../events.js'
+import type {Hub} from '../hub/types.js'
+import {chunkBounds, loadXxh64} from '../integrity/chunks.js'
+import {createResumableSha256, restoreSha256, type ResumableSha256} from '../integrity/sha256.js'
+import {crashPoint} from '../journal/crash-points.js'
+import type {Journal} from '../journal/journal.js'
+import type {FileRecord} from '../journal/schema.js'
+import {judgeRangeReply, rangeHeader, strongEtag} from './content-range.js'
+import {openStream} from './http.js'
+import {type RateLimiter, abortError, sleep} from './rate-limiter.js'
+import {type RetryPolicy, nextDelayMs} from './retry-policy.js'
+
+export interface TransferOptions {
+  hub: Hub
+  modelId: string
+  revision: string
+  journal: Journal
+  emit: EventSink
+  signal: AbortSignal
+  policy: RetryPolicy
+  /** Parallel ranged connections for this file. */
+  connections: number
+  limiter?: RateLimiter
+  /** No body byte for this long: reconnect. */
+  idleTimeoutMs: number
+  /** Less than this many bytes/s over one idle-timeout window: reconnect. */
+  minBytesPerSec: number
+  checkpointIntervalMs: number
+  checkpointBytes: number
+}
+
+export interface ChunkFetchResult {
+  /** Bytes received over the network for this file. */
+  receivedBytes: number
+}
+
+interface Segment {
+  /** Next chunk this segment will fetch. */
+  next: number
+  /** Exclusive; may shrink when an idle worker steals the tail. */
+  end: number
+}
+
+/**
+ * Fills the missing chunks of one partial file from the hub, hashing in order as it goes, and
+ * checkpointing (data fsync, then journal) so that a kill at any moment loses at most the bytes
+ * since the last checkpoint. The SHA-256 covers the contiguous prefix; chunks finished out of
+ * order (other connections) are read back from disk when the prefix reaches them.
+ */
+export class ChunkedDownload {
+  private readonly xxh: (data: Uint8Array) => string
+  /** xxh64 of every chunk written (durable or not yet). */
+  private readonly done: Array<string | null>
+  private hashedChunks = 0
+  private draining: Promise<void> | undefined
+  private checkpointing: Promise<void> | undefined
+  private checkpointError: unknown
+  private lastCheckpointAt = performance.now()
+  private bytesSinceCheckpoint = 0
+  private receivedBytes = 0
+  private failuresWithoutProgress = 0
+  private readonly abort = new AbortController()
+  private segments: Segment[] = []
+
+  private constructor(
+    private readonly record: FileRecord,
+    private readonly fh: FileHandle,
+    private hasher: ResumableSha256,
+    private readonly opts: TransferOptions,
+    xxh: (data: Uint8Array) => string,
+  ) {
+    this.xxh = xxh
+    this.done = [...record.chunks]
+  }
+
+  /**
+   * Reconciles the journal with the partial on disk and returns a download ready to continue:
+   * chunks past the end of the file are forgotten, the last durable chunk is re-checked, and the
+   * saved hash state is loaded, or the prefix re-hashed from disk when it cannot be.
+   */
+  static async prepare(record: FileRecord, fh: FileHandle, opts: TransferOptions, adoptUnknown = false): Promise<ChunkedDownload> {
+    const xxh = await loadXxh64()
+    const size = (await fh.stat()).size
+    if (size > record.size) await fh.truncate(record.size)
+    const fileBytes = Math.min(size, record.size)
+    const chunks = record.chunks
+    for (let i = 0; i < chunks.length; i++) {
+      if (chunks[i] !== null && chunkBounds(i, record.size, record.chunkSizeBytes).end > fileBytes) chunks[i] = null
+    }
+    if (adoptUnknown && fileBytes > 0 && !chunks.some((c) => c !== null)) {
+      // The journal was lost: take the bytes on disk on trust, the final SHA-256 decides.
+      for (let i = 0; i < chunks.length && chunkBounds(i, record.size, record.chunkSizeBytes).end <= fileBytes; i++) {
+        chunks[i] = await readChunkSum(fh, record, i, xxh)
+      }
+    }
+    let prefix = 0
+    while (prefix < chunks.length && chunks[prefix] !== null) prefix++
+    if (prefix > 0 && (await readChunkSum(fh, record, prefix - 1, xxh)) !== chunks[prefix - 1]) {
+      // The tail the journal vouches for changed on disk: check every chunk, keep the good ones.
+      for (let i = 0; i < chunks.length; i++) {
+        if (chunks[i] !== null && (await readChunkSum(fh, record, i, xxh)) !== chunks[i]) chunks[i] = null
+      }
+      opts.emit({type: 'warning', path: record.path, message: `partial of ${record.path} did not match its journal; falling back to the last good chunk`})
+    }
+    let hasher: ResumableSha256 | null = null
+    const saved = record.sha256State
+    const prefixBytes = prefixLength(chunks, record)
+    if (saved && saved.offsetBytes <= prefixBytes && (saved.offsetBytes % record.chunkSizeBytes === 0 || saved.offsetBytes === record.size)) {
+      hasher = await restoreSha256(saved)
+    }
+    if (!hasher) {
+      hasher = await createResumableSha256()
+      if (prefixBytes > 0) {
+        opts.emit({type: 'rehash', path: record.path, bytes: prefixBytes, reason: saved ? 'saved hash state unusable' : 'no saved hash state'})
+      }
+    }
+    const download = new ChunkedDownload(record, fh, hasher, opts, xxh)
+    download.hashedChunks = Math.floor(hasher.offsetBytes / record.chunkSizeBytes)
+    await download.drain()
+    return download
+  }
+
+  get resumedBytes(): number {
+    return prefixLength(this.done, this.record)
+  }
+
+  /** Downloads every missing chunk; resolves when the file is complete on disk and fully hashed. */
+  async run(): Promise<ChunkFetchResult> {
+    const onAbort = () => this.abort.abort(this.opts.signal.reason)
+    if (this.opts.signal.aborted) onAbort()
+    this.opts.signal.addEventListener('abort', onAbort, {once: true})
+    try {
+      // A chunk that fails its read-back check while being hashed is cleared and fetched again.
+      for (let round = 0; this.done.includes(null); round++) {
+        if (round > 3) throw new MsrError('E_LOCAL', `Chunks of ${this.record.path} keep failing their read-back check.`, {path: this.record.path, hint: 'The disk may be failing; check it, then run again.'})
+        this.planSegments()
+        const workers = this.segments.map((seg) => this.runSegment(seg))
+        const results = await Promise.allSettled(workers)
+        const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined
+        if (failed) throw failed.reason
+        await this.drain()
+        this.throwCheckpointError()
+      }
+      await this.drain()
+      return {receivedBytes: this.receivedBytes}
+    } catch (error) {
+      this.abort.abort(error)
+      // Leave the journal pointing at everything that is durable, on failure and on Ctrl-C.
+      await this.checkpointing?.catch(() => {})
+      await this.checkpoint().catch(() => {})
+      throw this.opts.signal.aborted ? abortError(this.opts.signal) : error
+    } finally {
+      this.opts.signal.removeEventListener('abort', onAbort)
+      await this.checkpointing?.catch(() => {})
+    }
+  }
+
+  /** Final digest over the whole file (every chunk must be hashed). */
+  digestHex(): string {
+    if (this.hashedChunks !== this.done.length) throw new Error(`internal: ${this.record.path} not fully hashed`)
+    return this.hasher.digestHex()
+  }
+
+  /** xxh64 of every chunk, for the journal and the manifest. */
+  chunkSums(): string[] {
+    return this.done.map((c) => c ?? '')
+  }
+
+  /** Splits the missing chunks into up to `connections` contiguous segments. */
+  private planSegments(): void {
+    const runs: Segment[] = []
+    for (let i = 0; i < this.done.length; i++) {
+      if (this.done[i] !== null) continue
+      const last = runs.at(-1)
+      if (last && last.end === i) last.end = i + 1
+      else runs.push({next: i, end: i + 1})
+    }
+    const want = Math.max(1, this.opts.connections)
+    while (runs.length < want) {
+      runs.sort((a, b) => (b.end - b.next) - (a.end - a.next))
+      const big = runs[0]
+      if (!big || big.end - big.next < 2) break
+      const mid = big.next + Math.ceil((big.end - big.next) / 2)
+      runs.push({next: mid, end: big.end})
+      big.end = mid
+    }
+    runs.sort((a, b) => a.next - b.next)
+    // More runs than connections (holes left by a resume): connections take them one after another.
+    this.segments = runs.slice(0, want)
+    this.queue = runs.slice(want)
+  }
+
+  private queue: Segment[] = []
+
+  /** An idle connection takes a queued run, or the back half of the largest one still in flight. */
+  private nextSegment(): Segment | undefined {
+    const queued = this.queue.shift()
+    if (queued) return queued
+    let victim: Segment | undefined
+    for (const seg of this.segments) if (!victim || seg.end - seg.next > victim.end - victim.next) victim = seg
+    // Leave the owner at least the chunk it is receiving now.
+    if (!victim || victim.end - victim.next < 3) return undefined
+    const mid = victim.next + 1 + Math.floor((victim.end - victim.next - 1) / 2)
+    const stolen = {next: mid, end: victim.end}
+    victim.end = mid
+    this.segments.push(stolen)
+    return stolen
+  }
+
+  private async runSegment(first: Segment): Promise<void> {
+    let seg: Segment | undefined = first
+    while (seg) {
+      while (seg.next < seg.end) {
+        if (this.abort.signal.aborted) throw abortError(this.abort.signal)
+        try {
+          await this.fetchSegment(seg)
+        } catch (error) {
+          if (this.abort.signal.aborted) throw abortError(this.abort.signal)
+          if (!isMsrError(error) || !error.retryable) throw error
+          this.failuresWithoutProgress++
+          if (this.failuresWithoutProgress > this.opts.policy.maxRetries) {
+            throw new MsrError('E_NETWORK', `Gave up on ${this.record.path} after ${this.opts.policy.maxRetries} retries without progress: ${error.message}`, {
+              path: this.record.path, cause: error, hint: 'Run the same command again; it resumes from the last checkpoint.',
+            })
+          }
+          const delayMs = nextDelayMs(this.failuresWithoutProgress, this.opts.policy, error.retryAfterMs)
+          this.opts.emit({type: 'retry', path: this.record.path, attempt: this.failuresWithoutProgress, maxRetries: this.opts.policy.maxRetries, delayMs, reason: error.message, code: error.code})
+          await sleep(delayMs, this.abort.signal)
+        }
+      }
+      this.segments = this.segments.filter((s) => s !== seg)
+      seg = this.nextSegment()
+    }
+  }
+
+  /** One ranged request for the rest of `seg`; advances `seg.next` chunk by chunk. */
+  private async fetchSegment(seg: Segment): Promise<void> {
+    const {record} = this
+    const start = seg.next * record.chunkSizeBytes
+    const end = Math.min(record.size, seg.end * record.chunkSizeBytes)
+    const request = new AbortController()
+    const onAbort = () => request.abort(this.abort.signal.reason)
+    this.abort.signal.addEventListener('abort', onAbort, {once: true})
+    const headers: Record<string, string> = {Range: rangeHeader(start, end), 'Accept-Encoding': 'identity'}
+    if (record.etag) headers['If-Range'] = record.etag
+    try {
+      const res = await openStream({
+        url: this.opts.hub.fileUrl(this.opts.modelId, this.opts.revision, record.path),
+        headers,
+        headersFor: (url) => this.opts.hub.headersFor(url),
+        signal: request.signal,
+        headersTimeoutMs: this.opts.idleTimeoutMs,
+        maxRetryAfterMs: this.opts.policy.maxRetryAfterMs,
+      })
+      if (res.status === 416) {
+        res.body.destroy()
+        throw new MsrError('E_PROTOCOL', `HTTP 416 for bytes ${start}- of ${record.path}.`, {retryable: true})
+      }
+      const verdict = judgeRangeReply({
+        status: res.status,
+        requestedStart: start,
+        expectedTotal: record.size,
+        contentRange: res.headers['content-range'],
+        contentLength: res.headers['content-length'],
+        contentEncoding: res.headers['content-encoding'],
+        contentType: res.headers['content-type'],
+        etag: res.headers.etag,
+        knownEtag: record.etag,
+      })
+      if (!verdict.ok) {
+        res.body.destroy()
+        if (verdict.reason === 'changed') {
+          throw new MsrError('E_REMOTE_CHANGED', `${record.path} changed on the hub: ${verdict.message}.`, {path: record.path})
+        }
+        throw new MsrError('E_PROTOCOL', `Bad reply for ${record.path}: ${verdict.message}.`, {path: record.path, retryable: true})
+      }
+      const etag = strongEtag(res.headers.etag)
+      if (etag && !record.etag) record.etag = etag
+      await this.consume(res.body, seg, verdict.skipBytes, request)
+    } finally {
+      this.abort.signal.removeEventListener('abort', onAbort)
+      request.abort()
+    }
+  }
+
+  private async consume(body: NodeJS.ReadableStream & {destroy(error?: Error): void}, seg: Segment, skipBytes: number, request: AbortController): Promise<void> {
+    const {record} = this
+    let skip = skipBytes
+    let chunk = Buffer.allocUnsafe(record.chunkSizeBytes)
+    let fill = 0
+    // Idle-read timeout and minimum-speed window: axios has neither for a body in flight.
+    let windowBytes = 0
+    let windowStart = performance.now()
+    let timedOut: MsrError | undefined
+    const idle = setTimeout(() => {
+      timedOut = new MsrError('E_TIMEOUT', `No data for ${Math.round(this.opts.idleTimeoutMs / 1000)} s on ${record.path}.`, {path: record.path, retryable: true})
+      body.destroy(timedOut)
+    }, this.opts.idleTimeoutMs)
+    try {
+      for await (const data of body as AsyncIterable<Buffer>) {
+        idle.refresh()
+        const now = performance.now()
+        windowBytes += data.length
+        if (now - windowStart >= this.opts.idleTimeoutMs) {
+          const rate = windowBytes / ((now - windowStart) / 1000)
+          if (rate < this.opts.minBytesPerSec) {
+            throw new MsrError('E_TIMEOUT', `${record.path} is arriving at ${Math.round(rate)} B/s, below the minimum of ${this.opts.minBytesPerSec} B/s.`, {path: record.path, retryable: true})
+          }
+          windowBytes = 0
+          windowStart = now
+        }
+        if (this.opts.limiter) await this.opts.limiter.consume(data.length, this.abort.signal)
+        let off = 0
+        if (skip > 0) {
+          off = Math.min(skip, data.length)
+          skip -= off
+        }
+        this.receivedBytes += data.length - off
+        while (off < data.length) {
+          if (seg.next >= seg.end) return
+          const {start, end} = chunkBounds(seg.next, record.size, record.chunkSizeBytes)
+          const take = Math.min(end - start - fill, data.length - off)
+          data.copy(chunk, fill, off, off + take)
+          fill += take
+          off += take
+          if (fill === end - start) {
+            await this.completeChunk(seg.next, chunk.subarray(0, fill))
+            seg.next++
+            fill = 0
+            // The hasher may keep no reference, but a fresh buffer keeps this obviously safe.
+            chunk = Buffer.allocUnsafe(record.chunkSizeBytes)
+          }
+        }
+        if (seg.next >= seg.end) return
+      }
+      if (timedOut) throw timedOut
+      if (seg.next < seg.end) {
+        throw new MsrError('E_NETWORK', `Connection closed early while downloading ${record.path}.`, {path: record.path, retryable: true})
+      }
+    } catch (error) {
+      if (timedOut) throw timedOut
+      if (isMsrError(error) || this.abort.signal.aborted) throw error
+      throw new MsrError('E_NETWORK', `Connection lost while downloading ${record.path}: ${(error as Error).message}.`, {path: record.path, retryable: true, cause: error})
+    } finally {
+      clearTimeout(idle)
+      request.abort()
+      body.destroy()
+    }
+  }
+
+  private async completeChunk(index: number, data: Buffer): Promise<void> {
+    this.throwCheckpointError()
+    const {start} = chunkBounds(index, this.record.size, this.record.chunkSizeBytes)
+    let written = 0
+    while (written < data.length) {
+      const {bytesWritten} = await this.fh.write(data, written, data.length - written, start + written)
+      written += bytesWritten
+    }
+    this.done[index] = this.xxh(data)
+    this.failuresWithoutProgress = 0
+    if (index === this.hashedChunks && !this.draining) {
+      this.hasher.update(data)
+      this.hashedChunks++
+      if (this.done[this.hashedChunks] !== null && this.hashedChunks < this.done.length) void this.drain()
+    }
+    this.bytesSinceCheckpoint += data.length
+    this.opts.emit({type: 'progress', path: this.record.path, bytesDone: this.doneBytes(), size: this.record.size, receivedBytes: this.receivedBytes})
+    const due = performance.now() - this.lastCheckpointAt >= this.opts.checkpointIntervalMs || this.bytesSinceCheckpoint >= this.opts.checkpointBytes
+    if (due && !this.checkpointing) {
+      this.checkpointing = this.checkpoint()
+        .catch((error) => {
+          this.checkpointError = error
+        })
+        .finally(() => {
+          this.checkpointing = undefined
+        })
+    }
+  }
+
+  /** Hashes chunks that were finished out of order, reading them back (and checking them) from disk. */
+  private drain(): Promise<void> {
+    if (this.draining) return this.draining
+    this.draining = (async () => {
+      try {
+        while (this.hashedChunks < this.done.length && this.done[this.hashedChunks] !== null) {
+          const i = this.hashedChunks
+          const data = await readChunk(this.fh, this.record, i)
+          if (this.xxh(data) !== this.done[i]) {
+            this.done[i] = null
+            this.record.chunks[i] = null
+            this.opts.emit({type: 'warning', path: this.record.path, message: `chunk ${i} of ${this.record.path} changed on disk; fetching it again`})
+            break
+          }
+          this.hasher.update(data)
+          this.hashedChunks++
+        }
+      } finally {
+        this.draining = undefined
+      }
+    })()
+    return this.draining
+  }
+
+  /**
+   * Data first, journal second: everything written so far is fsynced, and only then does the
+   * journal claim it. A kill between the two loses the claim, never the truth.
+   */
+  async checkpoint(): Promise<void> {
+    const snapshot = [...this.done]
+    const hashedChunks = this.hashedChunks
+    const state = this.hasher.save()
+    this.lastCheckpointAt = performance.now()
+    this.bytesSinceCheckpoint = 0
+    await this.fh.datasync()
+    crashPoint('after-data-fsync')
+    for (let i = 0; i < snapshot.length; i++) if (snapshot[i] !== null && this.done[i] !== null) this.record.chunks[i] = snapshot[i]
+    if (state.offsetBytes === Math.min(this.record.size, hashedChunks * this.record.chunkSizeBytes)) this.record.sha256State = state
+    if (this.record.status === 'pending') this.record.status = 'partial'
+    await this.opts.journal.flush()
+  }
+
+  private throwCheckpointError(): void {
+    if (this.checkpointError) {
+      const error = this.checkpointError
+      this.checkpointError = undefined
+      throw error
+    }
+  }
+
+  private doneBytes(): number {
+    let total = 0
+    for (let i = 0; i < this.done.length; i++) {
+      if (this.done[i] !== null) total += Math.min(this.record.chunkSizeBytes, this.record.size - i * this.record.chunkSizeBytes)
+    }
+    return total
+  }
+}
+
+function prefixLength(chunks: Array<string | null>, record: FileRecord): number {
+  let i = 0
+  while (i < chunks.length && chunks[i] !== null) i++
+  return Math.min(record.size, i * record.chunkSizeBytes)
+}
+
+async function readChunk(fh: FileHandle, record: FileRecord, index: number): Promise<Buffer> {
+  const {start, end} = chunkBounds(index, record.size, record.chunkSizeBytes)
+  const buf = Buffer.allocUnsafe(end - start)
+  let read = 0
+  while (read < buf.length) {
+    const {bytesRead} = await fh.read(buf, read, buf.length - read, start + read)
+    if (bytesRead === 0) break
+    read += bytesRead
+  }
+  return read === buf.length ? buf : buf.subarray(0, read)
+}
+
+async function readChunkSum(fh: FileHandle, record: FileRecord, index: number, xxh: (d: Uint8Array) => string): Promise<string | null> {
+  const data = await readChunk(fh, record, index)
+  const {start, end} = chunkBounds(index, record.size, record.chunkSizeBytes)
+  return data.length === end - start ? xxh(data) : null
+}

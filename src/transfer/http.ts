@@ -1,0 +1,174 @@
+import http from 'node:http'
+import https from 'node:https'
+import type {Readable} from 'node:stream'
+
+import axios, {type AxiosResponse} from 'axios'
+
+import {MsrError} from '../errors.js'
+import {parseRetryAfterMs} from './retry-policy.js'
+
+const httpAgent = new http.Agent({keepAlive: true, maxSockets: 64})
+const httpsAgent = new https.Agent({keepAlive: true, maxSockets: 64})
+
+export interface OpenOptions {
+  url: string
+  /** Request headers that travel every hop (Range, If-Range, Accept-Encoding). */
+  headers: Record<string, string>
+  /** Credentials per hop: the hub gives them only to its own origin. */
+  headersFor: (url: URL) => Record<string, string>
+  signal?: AbortSignal
+  /** Connect + response headers. */
+  headersTimeoutMs: number
+  maxRedirects?: number
+  /** Cap for Retry-After. */
+  maxRetryAfterMs: number
+}
+
+export interface OpenedResponse {
+  status: number
+  headers: Record<string, string | undefined>
+  body: Readable
+  url: URL
+  /** True when the final hop was on a different origin than the first (a CDN). */
+  crossOrigin: boolean
+}
+
+/**
+ * Opens a GET and follows redirects ourselves, so that each hop is checked: only http(s), never
+ * https→http, at most `maxRedirects`, and credentials only where `headersFor` allows (axios'
+ * follow-redirects would carry them along). Error statuses become MsrErrors with a retry verdict.
+ */
+export async function openStream(opts: OpenOptions): Promise<OpenedResponse> {
+  const first = new URL(opts.url)
+  let url = first
+  const maxRedirects = opts.maxRedirects ?? 10
+  for (let hop = 0; ; hop++) {
+    let res: AxiosResponse<Readable>
+    try {
+      res = await axios.request<Readable>({
+        method: 'GET',
+        url: url.toString(),
+        headers: {...opts.headers, ...opts.headersFor(url)},
+        responseType: 'stream',
+        decompress: false,
+        maxRedirects: 0,
+        validateStatus: () => true,
+        signal: opts.signal,
+        timeout: opts.headersTimeoutMs,
+        httpAgent,
+        httpsAgent,
+        proxy: proxyFor(url),
+      })
+    } catch (error) {
+      throw networkError(error, url, opts.signal)
+    }
+    const headers = normaliseHeaders(res.headers as Record<string, unknown>)
+    const status = res.status
+    if (status >= 300 && status < 400 && status !== 304) {
+      res.data.destroy()
+      const location = headers.location
+      if (!location) throw new MsrError('E_PROTOCOL', `HTTP ${status} redirect without a Location from ${url.origin}.`, {retryable: true})
+      let next: URL
+      try {
+        next = new URL(location, url)
+      } catch {
+        throw new MsrError('E_PROTOCOL', `Redirect to an invalid location: ${location.slice(0, 200)}.`)
+      }
+      if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+        throw new MsrError('E_PROTOCOL', `Refusing a redirect to a non-HTTP location (${next.protocol}).`, {hint: 'The hub or its CDN is misconfigured; try again later or report it.'})
+      }
+      if (url.protocol === 'https:' && next.protocol === 'http:') {
+        throw new MsrError('E_PROTOCOL', `Refusing a redirect from https to plain http (${next.origin}).`, {hint: 'The hub or its CDN is misconfigured; try again later or report it.'})
+      }
+      if (hop + 1 > maxRedirects) {
+        throw new MsrError('E_PROTOCOL', `Too many redirects (more than ${maxRedirects}) for ${first.pathname}.`, {hint: 'The hub is in a redirect loop; try again later or report it.'})
+      }
+      url = next
+      continue
+    }
+    if (status >= 400) {
+      res.data.destroy()
+      throw statusError(status, headers, url, url.origin !== first.origin, opts.maxRetryAfterMs)
+    }
+    return {status, headers, body: res.data, url, crossOrigin: url.origin !== first.origin}
+  }
+}
+
+/** JSON GET against the hub API, with the same error mapping. */
+export async function getJson<T>(url: string, headers: Record<string, string>, opts: {signal?: AbortSignal; timeoutMs: number; maxRetryAfterMs: number}): Promise<{status: number; body: T}> {
+  const target = new URL(url)
+  let res: AxiosResponse<T>
+  try {
+    res = await axios.request<T>({
+      method: 'GET',
+      url,
+      headers: {Accept: 'application/json', ...headers},
+      responseType: 'json',
+      maxRedirects: 0,
+      validateStatus: () => true,
+      signal: opts.signal,
+      timeout: opts.timeoutMs,
+      httpAgent,
+      httpsAgent,
+      proxy: proxyFor(target),
+    })
+  } catch (error) {
+    throw networkError(error, target, opts.signal)
+  }
+  if (res.status >= 400 && res.status !== 404 && res.status !== 401 && res.status !== 403) {
+    throw statusError(res.status, normaliseHeaders(res.headers as Record<string, unknown>), target, false, opts.maxRetryAfterMs)
+  }
+  return {status: res.status, body: res.data}
+}
+
+function normaliseHeaders(raw: Record<string, unknown>): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {}
+  for (const [k, v] of Object.entries(raw ?? {})) {
+    out[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v === undefined || v === null ? undefined : String(v)
+  }
+  return out
+}
+
+// Loopback never goes through a proxy; everything else follows axios' HTTP(S)_PROXY handling.
+function proxyFor(url: URL): false | undefined {
+  return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(url.hostname) ? false : undefined
+}
+
+export function statusError(status: number, headers: Record<string, string | undefined>, url: URL, crossOrigin: boolean, maxRetryAfterMs: number): MsrError {
+  const retryAfterMs = parseRetryAfterMs(headers['retry-after'], Date.now(), maxRetryAfterMs)
+  if (status === 429 || status === 503 || status === 502 || status === 504 || status === 500 || status === 408) {
+    return new MsrError('E_NETWORK', `HTTP ${status} from ${url.origin}.`, {retryable: true, retryAfterMs, hint: 'The server is busy; run again later.'})
+  }
+  if ((status === 403 || status === 401) && crossOrigin) {
+    // A signed CDN URL expired (about an hour on some mirrors): resolve again through the hub.
+    return new MsrError('E_NETWORK', `HTTP ${status} from the download host ${url.origin} (signed URL expired?).`, {retryable: true})
+  }
+  if (status === 401 || status === 403) {
+    return new MsrError('E_AUTH', `HTTP ${status}: the hub refused access.`, {
+      hint: 'Pass a valid token with --token or MODELSCOPE_API_TOKEN, and check that it may read this model.',
+    })
+  }
+  if (status === 404 || status === 410) {
+    return new MsrError('E_NOT_FOUND', `HTTP ${status}: not found at ${url.origin}${url.pathname}.`, {hint: 'Check the model id, --revision and the file name.'})
+  }
+  if (status === 416) {
+    return new MsrError('E_PROTOCOL', `HTTP 416 from ${url.origin}.`, {retryable: true, found: headers['content-range']})
+  }
+  return new MsrError('E_REMOTE', `Unexpected HTTP ${status} from ${url.origin}.`, {retryable: status >= 500})
+}
+
+function networkError(error: unknown, url: URL, signal?: AbortSignal): unknown {
+  if (signal?.aborted) return signal.reason instanceof Error ? signal.reason : error
+  const e = error as {code?: string; message?: string}
+  const code = e?.code ?? ''
+  if (code === 'ECONNABORTED' || code === 'ETIMEDOUT') {
+    return new MsrError('E_TIMEOUT', `Timed out waiting for ${url.origin}.`, {retryable: true, cause: error})
+  }
+  if (code.startsWith('HPE_') || /parse error/i.test(e?.message ?? '')) {
+    return new MsrError('E_PROTOCOL', `Malformed HTTP reply from ${url.origin}: ${e.message}.`, {retryable: true, cause: error})
+  }
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+    return new MsrError('E_NETWORK', `Cannot resolve ${url.hostname}.`, {retryable: true, cause: error, hint: 'Check the network and --endpoint.'})
+  }
+  return new MsrError('E_NETWORK', `Network error talking to ${url.origin}: ${e?.message ?? String(error)}.`, {retryable: true, cause: error, hint: 'Check the network; run again to resume.'})
+}
