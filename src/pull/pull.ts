@@ -15,6 +15,7 @@ import {RateLimiter, sleep} from '../transfer/rate-limiter.js'
 import {DEFAULT_RETRY_POLICY, type RetryPolicy, nextDelayMs} from '../transfer/retry-policy.js'
 import {type FileOutcome, type JobContext, pullOneFile} from './file-job.js'
 import {makePathFilter} from './filter.js'
+import {formatBytes} from '../format.js'
 
 export interface PullOptions {
   hub: Hub
@@ -312,15 +313,4 @@ export async function runPool<T, R>(items: T[], limit: number, signal: AbortSign
   const failed = settled.find((s) => s.status === 'rejected') as PromiseRejectedResult | undefined
   if (failed) throw failed.reason
   return results
-}
-
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let value = bytes
-  let unit = 0
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024
-    unit++
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`
 }

@@ -55,7 +55,8 @@ export class ChunkedDownload {
   /** xxh64 of every chunk written (durable or not yet). */
   private readonly done: Array<string | null>
   private hashedChunks = 0
-  private draining: Promise<void> | undefined
+  private draining: Promise<void> = Promise.resolve()
+  private drainActive = false
   private checkpointing: Promise<void> | undefined
   private checkpointError: unknown
   private lastCheckpointAt = performance.now()
@@ -361,7 +362,7 @@ export class ChunkedDownload {
     }
     this.done[index] = this.xxh(data)
     this.failuresWithoutProgress = 0
-    if (index === this.hashedChunks && !this.draining) {
+    if (index === this.hashedChunks && !this.drainActive) {
       this.hasher.update(data)
       this.hashedChunks++
       if (this.done[this.hashedChunks] !== null && this.hashedChunks < this.done.length) void this.drain()
@@ -382,7 +383,10 @@ export class ChunkedDownload {
 
   /** Hashes chunks that were finished out of order, reading them back (and checking them) from disk. */
   private drain(): Promise<void> {
-    if (this.draining) return this.draining
+    if (this.drainActive) return this.draining
+    // The flag is set and cleared synchronously with the loop, so a chunk completing in between
+    // is either hashed in place (flag clear) or seen by the loop (flag set): never left behind.
+    this.drainActive = true
     this.draining = (async () => {
       try {
         while (this.hashedChunks < this.done.length && this.done[this.hashedChunks] !== null) {
@@ -398,7 +402,7 @@ export class ChunkedDownload {
           this.hashedChunks++
         }
       } finally {
-        this.draining = undefined
+        this.drainActive = false
       }
     })()
     return this.draining

@@ -1,0 +1,13 @@
+import {resolveEndpoint, resolveToken} from './modelscope/endpoint.js'
+import {ModelScopeHub} from './modelscope/modelscope-hub.js'
+import type {Hub} from './types.js'
+
+/** The one place that picks a hub implementation. */
+export function createHub(opts: {endpoint?: string; token?: string; timeoutMs: number; maxRetryAfterMs: number}): Hub {
+  return new ModelScopeHub({
+    endpoint: resolveEndpoint(opts.endpoint),
+    token: resolveToken(opts.token),
+    timeoutMs: opts.timeoutMs,
+    maxRetryAfterMs: opts.maxRetryAfterMs,
+  })
+}
