@@ -13,7 +13,7 @@ import {MANIFEST_FILE, type ModelLocation, PARTIAL_DIR, modelIdOf} from '../stor
 import {assertNoCollisions, assertSafeRepoPath, resolveInside} from '../store/safe-path.js'
 import {RateLimiter, sleep} from '../transfer/rate-limiter.js'
 import {DEFAULT_RETRY_POLICY, type RetryPolicy, nextDelayMs} from '../transfer/retry-policy.js'
-import {type FileOutcome, type JobContext, pullOneFile} from './file-job.js'
+import {type FileOutcome, type JobContext, newRecord, pullOneFile} from './file-job.js'
 import {makePathFilter} from './filter.js'
 import {formatBytes} from '../format.js'
 
@@ -27,6 +27,14 @@ export interface PullOptions {
   /** Pull exactly what a pinned manifest says; refuse when the hub disagrees unless allowed. */
   manifest?: Manifest
   allowManifestMismatch?: boolean
+  /**
+   * Repair mode (`verify --repair`): `manifest` is the truth and may list only the files to repair.
+   * A file whose journal has no record of the manifest's content gets one seeded from the manifest
+   * (complete, with its chunk sums), so the `check` below localises the damage and only damaged
+   * chunks are fetched; without it a damaged file would be downloaded whole. The model's own
+   * manifest is left as it is (a repair of some files must not shrink it to those files).
+   */
+  repairFromManifest?: boolean
   check?: CheckLevel
   /** Files in parallel. */
   concurrency?: number
@@ -89,6 +97,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     opts.emit(event)
   }
   const revision = opts.manifest && opts.revision === 'master' ? opts.manifest.revision : opts.revision
+  emit({type: 'listing', modelId: opts.modelId, revision, endpoint: hub.endpoint})
   const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal), policy, signal, emit)
   const files = selectFiles(listing, opts)
   const totalBytes = files.reduce((n, f) => n + f.size, 0)
@@ -129,6 +138,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     const opened = await Journal.open(location.stateDir, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision})
     journal = opened.journal
     if (opened.recovered) emit({type: 'recovered-journal', ...opened.recovered})
+    if (opts.repairFromManifest && opts.manifest) seedFromManifest(journal, opts.manifest, files)
     await checkFreeSpace(location, files, journal)
     const toDownloadBytes = files.reduce((n, f) => {
       const r = journal!.get(f.path)
@@ -142,7 +152,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       idleTimeoutMs: opts.idleTimeoutMs ?? 30_000,
       minBytesPerSec: opts.minBytesPerSec ?? 1024,
       checkpointIntervalMs: 1000,
-      checkpointBytes: 16 * 1024 * 1024,
+      checkpointBytes: 8 * 1024 * 1024,
       modelDir: location.modelDir,
       stateDir: location.stateDir,
       check: opts.check ?? 'size',
@@ -270,7 +280,29 @@ async function checkFreeSpace(location: ModelLocation, files: HubFile[], journal
   }
 }
 
+/**
+ * Records, for files the journal knows nothing about (or knows another version of), that the
+ * manifest's version is complete at its final path: pullOneFile then checks it and repairs only
+ * what its chunk sums say is damaged (or downloads it when it is missing).
+ */
+function seedFromManifest(journal: Journal, manifest: Manifest, files: HubFile[]): void {
+  const pinned = new Map(manifest.files.map((m) => [m.path, m]))
+  for (const f of files) {
+    const m = pinned.get(f.path)
+    if (!m || m.sha256 !== f.sha256 || m.size !== f.size) continue
+    const r = journal.get(f.path)
+    if (r && r.sha256 === m.sha256 && r.size === m.size) continue
+    journal.set({...newRecord(f), status: 'complete', chunkSizeBytes: m.chunkSizeBytes, chunks: [...m.xxh64]})
+  }
+  journal.markDirty()
+}
+
 async function finishModel(opts: PullOptions, location: ModelLocation, listing: HubListing, files: HubFile[], journal: Journal, revision: string): Promise<void> {
+  if (!opts.repairFromManifest) await writeModelManifest(opts, location, files, journal, revision)
+  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files}})
+}
+
+async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string): Promise<void> {
   const manifest = buildManifest({
     hub: opts.hub.name,
     endpoint: opts.hub.endpoint,
@@ -282,7 +314,6 @@ async function finishModel(opts: PullOptions, location: ModelLocation, listing: 
     }),
   })
   await writeManifest(path.join(location.stateDir, MANIFEST_FILE), manifest)
-  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files}})
 }
 
 /** Retries an idempotent call (listing) on retryable errors with the shared backoff policy. */

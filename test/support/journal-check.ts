@@ -1,0 +1,44 @@
+import fs from 'node:fs/promises'
+import path from 'node:path'
+
+import xxhash from 'xxhash-wasm'
+
+/**
+ * The invariant behind every kill test: each chunk the journal calls durable is on disk with that
+ * xxh64, and each file the journal calls complete is at its final path. Returns the problems found.
+ */
+export async function journalClaimsProblems(modelDir: string): Promise<{problems: string[]; durablePrefix: Record<string, number>}> {
+  const stateDir = path.join(modelDir, '.ms-resume')
+  const problems: string[] = []
+  const durablePrefix: Record<string, number> = {}
+  let doc: {files: Record<string, {path: string; size: number; status: string; chunkSizeBytes: number; chunks: Array<string | null>; partialName?: string}>}
+  try {
+    doc = JSON.parse(await fs.readFile(path.join(stateDir, 'journal-v1.json'), 'utf8'))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {problems, durablePrefix}
+    return {problems: [`journal unreadable: ${(error as Error).message}`], durablePrefix}
+  }
+  const {h64Raw} = await xxhash()
+  for (const r of Object.values(doc.files)) {
+    let prefix = 0
+    while (prefix < r.chunks.length && r.chunks[prefix] !== null) prefix++
+    durablePrefix[r.path] = Math.min(r.size, prefix * r.chunkSizeBytes)
+    if (r.status === 'complete') continue
+    if (!r.chunks.some((c) => c !== null)) continue
+    const partial = path.join(stateDir, 'partial-v1', r.partialName ?? '')
+    let data: Buffer
+    try {
+      data = await fs.readFile(partial)
+    } catch {
+      problems.push(`${r.path}: journal claims chunks but the partial is missing`)
+      continue
+    }
+    r.chunks.forEach((sum, i) => {
+      if (sum === null) return
+      const chunk = data.subarray(i * r.chunkSizeBytes, Math.min(r.size, (i + 1) * r.chunkSizeBytes))
+      const expectedLen = Math.min(r.chunkSizeBytes, r.size - i * r.chunkSizeBytes)
+      if (chunk.length !== expectedLen || h64Raw(chunk).toString(16).padStart(16, '0') !== sum) problems.push(`${r.path}: chunk ${i} claimed but not on disk`)
+    })
+  }
+  return {problems, durablePrefix}
+}
