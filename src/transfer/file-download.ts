@@ -124,8 +124,9 @@ export class ChunkedDownload {
     return download
   }
 
+  /** Bytes already durable on disk (not necessarily contiguous with segmented downloads). */
   get resumedBytes(): number {
-    return prefixLength(this.done, this.record)
+    return this.doneBytes()
   }
 
   /** Downloads every missing chunk; resolves when the file is complete on disk and fully hashed. */

@@ -72,7 +72,7 @@ export class PlainReporter implements Reporter {
         this.line(`warning: the journal was unreadable (${e.reason}); kept it as ${e.movedTo} and re-checking files on disk`)
         break
       case 'resume':
-        this.line(`resumed ${e.path} at ${formatBytes(e.offsetBytes)} of ${formatBytes(e.size)}`)
+        this.line(`resumed ${e.path}: ${formatBytes(e.offsetBytes)} of ${formatBytes(e.size)} already here`)
         break
       case 'rehash':
         this.line(`re-hashing ${formatBytes(e.bytes)} of ${e.path} from disk (${e.reason})`)
