@@ -1,0 +1,156 @@
+import {existsSync} from 'node:fs'
+import {createRequire} from 'node:module'
+import os from 'node:os'
+import path from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+import type {ResumableSha256, SavedSha256State} from './sha256.js'
+import {decodeBase64Strict} from './sha256-state.js'
+
+/**
+ * The native engine: OpenSSL's SHA256_CTX, through the tiny N-API addon in native/sha256_ctx.c
+ * (built by `npm install` into build/Release/sha256_ctx.node). The saved state is the raw struct,
+ * so saving and restoring are copies. The struct layout is host-endian, hence the "-be" suffix of the
+ * engine id on big-endian hosts: a journal moved between such machines is re-hashed, never misread.
+ */
+
+/** What native/sha256_ctx.c exports. */
+interface Sha256CtxAddon {
+  ctxSize: number
+  init(): Buffer
+  update(ctx: Buffer, data: Uint8Array): void
+  final(ctx: Buffer): Buffer
+  /** Bytes hashed so far, or -1 when ctx is not a valid SHA-256 context. */
+  bytes(ctx: Buffer): number
+}
+
+export const NATIVE_ENGINE_PREFIX = 'openssl-ctx-v1'
+export const NATIVE_ADDON_FILE = path.join('build', 'Release', 'sha256_ctx.node')
+
+interface Loaded {
+  addon: Sha256CtxAddon
+  engine: string
+}
+
+let loaded: Loaded | null | undefined
+let loadProblem: string | undefined
+
+/**
+ * Where the addon is looked for. This module is src/integrity/sha256-native.ts when run through tsx
+ * and dist/src/integrity/sha256-native.js after `tsc`, so the package root is two or three levels up.
+ */
+export function nativeAddonCandidates(): string[] {
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  return [path.resolve(here, '..', '..'), path.resolve(here, '..', '..', '..')].map((root) => path.join(root, NATIVE_ADDON_FILE))
+}
+
+const ABC_SHA256 = 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'
+
+function load(): Loaded | null {
+  if (loaded !== undefined) return loaded
+  loaded = null
+  const file = nativeAddonCandidates().find((candidate) => existsSync(candidate))
+  if (!file) {
+    loadProblem = `native addon not built (looked for ${nativeAddonCandidates().join(', ')})`
+    return null
+  }
+  try {
+    const require = createRequire(import.meta.url)
+    const addon = require(file) as Sha256CtxAddon
+    if (typeof addon?.init !== 'function' || typeof addon.update !== 'function' || typeof addon.final !== 'function' ||
+      typeof addon.bytes !== 'function' || !Number.isInteger(addon.ctxSize) || addon.ctxSize <= 0) {
+      loadProblem = `${file} does not look like the sha256_ctx addon`
+      return null
+    }
+    // Self-test: a known vector, split across updates, through a saved-and-restored context.
+    const ctx = addon.init()
+    addon.update(ctx, Buffer.from('a'))
+    const copy = Buffer.from(ctx)
+    addon.update(copy, Buffer.from('bc'))
+    if (ctx.length !== addon.ctxSize || addon.bytes(copy) !== 3 || addon.final(copy).toString('hex') !== ABC_SHA256) {
+      loadProblem = `${file} failed its self-test`
+      return null
+    }
+    const endian = os.endianness() === 'BE' ? '-be' : ''
+    loaded = {addon, engine: `${NATIVE_ENGINE_PREFIX}-${addon.ctxSize}${endian}`}
+    return loaded
+  } catch (error) {
+    loadProblem = `cannot load ${file}: ${error instanceof Error ? error.message : String(error)}`
+    return null
+  }
+}
+
+/** The native engine id (e.g. "openssl-ctx-v1-112"), or null when the addon is not available. */
+export function nativeSha256EngineId(): string | null {
+  return load()?.engine ?? null
+}
+
+/** Why the native engine is unavailable (undefined when it is available or was not tried yet). */
+export function nativeSha256Problem(): string | undefined {
+  load()
+  return loaded ? undefined : loadProblem
+}
+
+class NativeSha256 implements ResumableSha256 {
+  readonly engine: string
+  #addon: Sha256CtxAddon
+  #ctx: Buffer
+  #offset: number
+  #finished = false
+
+  constructor(lib: Loaded, ctx: Buffer, offsetBytes: number) {
+    this.engine = lib.engine
+    this.#addon = lib.addon
+    this.#ctx = ctx
+    this.#offset = offsetBytes
+  }
+
+  get offsetBytes(): number {
+    return this.#offset
+  }
+
+  update(data: Uint8Array): void {
+    if (this.#finished) throw new Error('sha256: update() after digestHex()')
+    if (data.byteLength === 0) return
+    this.#addon.update(this.#ctx, data)
+    this.#offset += data.byteLength
+  }
+
+  save(): SavedSha256State {
+    if (this.#finished) throw new Error('sha256: save() after digestHex()')
+    return {engine: this.engine, offsetBytes: this.#offset, stateB64: this.#ctx.toString('base64')}
+  }
+
+  digestHex(): string {
+    if (this.#finished) throw new Error('sha256: digestHex() called twice')
+    this.#finished = true
+    const digest = this.#addon.final(this.#ctx).toString('hex')
+    this.#ctx.fill(0)
+    return digest
+  }
+}
+
+/** A fresh native hasher; throws when the addon is not available. */
+export function createNativeSha256(): ResumableSha256 {
+  const lib = load()
+  if (!lib) throw new Error(`sha256: native engine unavailable: ${loadProblem}`)
+  return new NativeSha256(lib, lib.addon.init(), 0)
+}
+
+/**
+ * Restores a native state; null when the addon is absent, the state is of another engine, or it is
+ * malformed (wrong length, not a valid SHA-256 context, byte count different from offsetBytes).
+ * Never throws.
+ */
+export function restoreNativeSha256(saved: SavedSha256State): ResumableSha256 | null {
+  try {
+    const lib = load()
+    if (!lib || saved.engine !== lib.engine) return null
+    const ctx = decodeBase64Strict(saved.stateB64)
+    if (!ctx || ctx.length !== lib.addon.ctxSize) return null
+    if (lib.addon.bytes(ctx) !== saved.offsetBytes) return null
+    return new NativeSha256(lib, ctx, saved.offsetBytes)
+  } catch {
+    return null
+  }
+}
