@@ -33,6 +33,7 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
   const staleMs = opts.staleMs ?? 10_000
   const deadline = Date.now() + opts.waitMs
   let warned = false
+  let tookOverDead = false
   for (;;) {
     try {
       const release = await lockfile.lock(stateDir, {
@@ -43,7 +44,7 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
         update: Math.max(1000, Math.floor(staleMs / 4)),
         onCompromised: (error) => lost.abort(error),
       })
-      await fs.writeFile(path.join(stateDir, OWNER_FILE), JSON.stringify({pid: process.pid, host: os.hostname(), since: new Date().toISOString()}), {mode: 0o600}).catch(() => {})
+      await writeOwner(stateDir).catch(() => {})
       return {
         lost: lost.signal,
         async release() {
@@ -53,6 +54,14 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
       }
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ELOCKED') throw error
+      // A holder SIGKILLed on this host cannot refresh its lock; rather than wait out the mtime
+      // staleness (which exists for holders on other hosts of a network filesystem), age the lock
+      // so proper-lockfile's own stale takeover runs on the next attempt.
+      if (!tookOverDead && (await holderIsDeadHere(stateDir, lockPath))) {
+        tookOverDead = true
+        await fs.utimes(lockPath, new Date(0), new Date(0)).catch(() => {})
+        continue
+      }
       const holder = await describeHolder(stateDir)
       if (Date.now() >= deadline || opts.signal?.aborted) {
         throw new MsrError('E_LOCKED', `Another ms-resume (${holder}) is pulling this model into the same place.`, {
@@ -68,11 +77,52 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
   }
 }
 
+/** A fresh inode per holder, so its birth time tells which lock directory it belongs to. */
+async function writeOwner(stateDir: string): Promise<void> {
+  const tmp = path.join(stateDir, `.${OWNER_FILE}.${process.pid}.tmp`)
+  await fs.writeFile(tmp, JSON.stringify({pid: process.pid, host: os.hostname(), since: new Date().toISOString()}), {mode: 0o600})
+  await fs.rename(tmp, path.join(stateDir, OWNER_FILE))
+}
+
+/**
+ * True only when the lock was provably taken by a process of this host that no longer exists: the
+ * owner file was born after the lock directory (so it describes this lock, not an older one whose
+ * owner file a new holder has not replaced yet) and its pid is gone. Anything uncertain: false,
+ * and the ordinary mtime staleness applies.
+ */
+async function holderIsDeadHere(stateDir: string, lockPath: string): Promise<boolean> {
+  try {
+    const ownerPath = path.join(stateDir, OWNER_FILE)
+    const [lockStat, ownerStat] = await Promise.all([fs.stat(lockPath), fs.stat(ownerPath)])
+    if (!(lockStat.birthtimeMs > 0) || ownerStat.birthtimeMs < lockStat.birthtimeMs) return false
+    const owner = JSON.parse(await fs.readFile(ownerPath, 'utf8')) as {pid: number; host: string}
+    if (owner.host !== os.hostname() || !Number.isSafeInteger(owner.pid) || owner.pid === process.pid) return false
+    process.kill(owner.pid, 0)
+    return false
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH'
+  }
+}
+
 async function describeHolder(stateDir: string): Promise<string> {
   try {
     const owner = JSON.parse(await fs.readFile(path.join(stateDir, OWNER_FILE), 'utf8')) as {pid: number; host: string}
     return `pid ${owner.pid} on ${owner.host}`
   } catch {
     return 'another process'
+  }
+}
+
+/**
+ * Who holds the model lock, without taking it or writing anything (status, clean --dry-run);
+ * undefined when nobody does, the lock is stale, or its holder on this host is dead.
+ */
+export async function peekModelLock(stateDir: string, staleMs = 10_000): Promise<string | undefined> {
+  try {
+    const locked = await lockfile.check(stateDir, {lockfilePath: path.join(stateDir, 'lock'), realpath: false, stale: staleMs})
+    if (!locked || (await holderIsDeadHere(stateDir, path.join(stateDir, 'lock')))) return undefined
+    return await describeHolder(stateDir)
+  } catch {
+    return undefined
   }
 }

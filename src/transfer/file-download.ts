@@ -65,6 +65,10 @@ export class ChunkedDownload {
   private failuresWithoutProgress = 0
   private readonly abort = new AbortController()
   private segments: Segment[] = []
+  private readonly writes = new Set<Promise<void>>()
+  private writeError: unknown
+  private readonly pool: Buffer[] = []
+  private doneByteCount = 0
 
   private constructor(
     private readonly record: FileRecord,
@@ -75,6 +79,9 @@ export class ChunkedDownload {
   ) {
     this.xxh = xxh
     this.done = [...record.chunks]
+    this.done.forEach((sum, i) => {
+      if (sum !== null) this.doneByteCount += chunkBounds(i, record.size, record.chunkSizeBytes).end - i * record.chunkSizeBytes
+    })
   }
 
   /**
@@ -108,6 +115,24 @@ export class ChunkedDownload {
     }
     let hasher: ResumableSha256 | null = null
     const saved = record.sha256State
+    // A restored hash state vouches for the bytes an earlier process hashed off the network, not for
+    // what is on disk now: a chunk altered since (bit rot, another writer) would reach the final path
+    // under a matching SHA-256. So every chunk the state covers is read back against its xxh64 first;
+    // a bad one is fetched again and the state dropped (drain() re-hashes, and checks, from disk).
+    const coveredChunks = saved && Number.isSafeInteger(saved.offsetBytes) ? Math.min(chunks.length, Math.ceil(saved.offsetBytes / record.chunkSizeBytes)) : 0
+    const altered: number[] = []
+    for (let i = 0; i < coveredChunks; i++) {
+      if (chunks[i] !== null && (await readChunkSum(fh, record, i, xxh)) !== chunks[i]) {
+        chunks[i] = null
+        altered.push(i)
+      }
+    }
+    if (altered.length > 0) opts.emit({type: 'warning', path: record.path, message: `chunk${altered.length === 1 ? '' : 's'} ${altered.join(', ')} of the partial of ${record.path} changed on disk; fetching ${altered.length === 1 ? 'it' : 'them'} again`})
+    // Bytes past the last chunk the journal vouches for (written after the last checkpoint, or by
+    // something else) are never trusted: cut them off, so the partial says no more than the journal.
+    let claimedEnd = 0
+    for (let i = chunks.length - 1; i >= 0 && claimedEnd === 0; i--) if (chunks[i] !== null) claimedEnd = chunkBounds(i, record.size, record.chunkSizeBytes).end
+    if (fileBytes > claimedEnd) await fh.truncate(claimedEnd)
     const prefixBytes = prefixLength(chunks, record)
     if (saved && saved.offsetBytes <= prefixBytes && (saved.offsetBytes % record.chunkSizeBytes === 0 || saved.offsetBytes === record.size)) {
       hasher = await restoreSha256(saved)
@@ -141,6 +166,7 @@ export class ChunkedDownload {
         this.planSegments()
         const workers = this.segments.map((seg) => this.runSegment(seg))
         const results = await Promise.allSettled(workers)
+        await this.settleWrites()
         const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined
         if (failed) throw failed.reason
         await this.drain()
@@ -224,7 +250,8 @@ export class ChunkedDownload {
           if (!isMsrError(error) || !error.retryable) throw error
           this.failuresWithoutProgress++
           if (this.failuresWithoutProgress > this.opts.policy.maxRetries) {
-            throw new MsrError('E_NETWORK', `Gave up on ${this.record.path} after ${this.opts.policy.maxRetries} retries without progress: ${error.message}`, {
+            // The last failure's code (E_PROTOCOL, E_TIMEOUT, ...): a misbehaving server is not a bad network.
+          throw new MsrError(error.code, `Gave up on ${this.record.path} after ${this.opts.policy.maxRetries} retries without progress: ${error.message}`, {
               path: this.record.path, cause: error, hint: 'Run the same command again; it resumes from the last checkpoint.',
             })
           }
@@ -257,10 +284,6 @@ export class ChunkedDownload {
         headersTimeoutMs: this.opts.idleTimeoutMs,
         maxRetryAfterMs: this.opts.policy.maxRetryAfterMs,
       })
-      if (res.status === 416) {
-        res.body.destroy()
-        throw new MsrError('E_PROTOCOL', `HTTP 416 for bytes ${start}- of ${record.path}.`, {retryable: true})
-      }
       const verdict = judgeRangeReply({
         status: res.status,
         requestedStart: start,
@@ -291,7 +314,7 @@ export class ChunkedDownload {
   private async consume(body: NodeJS.ReadableStream & {destroy(error?: Error): void}, seg: Segment, skipBytes: number, request: AbortController): Promise<void> {
     const {record} = this
     let skip = skipBytes
-    let chunk = Buffer.allocUnsafe(record.chunkSizeBytes)
+    let chunk = this.takeBuffer()
     let fill = 0
     // Idle-read timeout and minimum-speed window: axios has neither for a body in flight.
     let windowBytes = 0
@@ -329,11 +352,11 @@ export class ChunkedDownload {
           fill += take
           off += take
           if (fill === end - start) {
-            await this.completeChunk(seg.next, chunk.subarray(0, fill))
+            // The buffer now belongs to the write in flight; it returns to the pool when written.
+            await this.completeChunk(seg.next, chunk, fill)
             seg.next++
             fill = 0
-            // The hasher may keep no reference, but a fresh buffer keeps this obviously safe.
-            chunk = Buffer.allocUnsafe(record.chunkSizeBytes)
+            chunk = this.takeBuffer()
           }
         }
         if (seg.next >= seg.end) return
@@ -350,26 +373,46 @@ export class ChunkedDownload {
       clearTimeout(idle)
       request.abort()
       body.destroy()
+      this.pool.push(chunk)
     }
   }
 
-  private async completeChunk(index: number, data: Buffer): Promise<void> {
+  /**
+   * A received chunk: hashed at once when it is next in order (from memory, no read-back), then
+   * written without waiting, so the socket keeps flowing while the disk works. Up to
+   * MAX_WRITES_IN_FLIGHT writes run at once; a chunk counts as done only when its write completed.
+   */
+  private async completeChunk(index: number, buffer: Buffer, length: number): Promise<void> {
     this.throwCheckpointError()
-    const {start} = chunkBounds(index, this.record.size, this.record.chunkSizeBytes)
-    let written = 0
-    while (written < data.length) {
-      const {bytesWritten} = await this.fh.write(data, written, data.length - written, start + written)
-      written += bytesWritten
-    }
-    this.done[index] = this.xxh(data)
-    this.failuresWithoutProgress = 0
+    const data = buffer.subarray(0, length)
+    const sum = this.xxh(data)
     if (index === this.hashedChunks && !this.drainActive) {
       this.hasher.update(data)
       this.hashedChunks++
-      if (this.done[this.hashedChunks] !== null && this.hashedChunks < this.done.length) void this.drain()
     }
-    this.bytesSinceCheckpoint += data.length
-    this.opts.emit({type: 'progress', path: this.record.path, bytesDone: this.doneBytes(), size: this.record.size, receivedBytes: this.receivedBytes})
+    this.failuresWithoutProgress = 0
+    const {start} = chunkBounds(index, this.record.size, this.record.chunkSizeBytes)
+    const write = writeFully(this.fh, data, start).then(
+      () => {
+        this.done[index] = sum
+        this.doneByteCount += length
+        this.pool.push(buffer)
+        this.bytesSinceCheckpoint += length
+        this.opts.emit({type: 'progress', path: this.record.path, bytesDone: this.doneByteCount, size: this.record.size, receivedBytes: this.receivedBytes})
+        if (this.hashedChunks < this.done.length && this.done[this.hashedChunks] !== null) void this.drain()
+        this.maybeCheckpoint()
+      },
+      (error) => {
+        this.writeError ??= error
+      },
+    )
+    this.writes.add(write)
+    void write.finally(() => this.writes.delete(write))
+    while (this.writes.size >= MAX_WRITES_IN_FLIGHT) await Promise.race(this.writes)
+    if (this.writeError) throw this.writeError
+  }
+
+  private maybeCheckpoint(): void {
     const due = performance.now() - this.lastCheckpointAt >= this.opts.checkpointIntervalMs || this.bytesSinceCheckpoint >= this.opts.checkpointBytes
     if (due && !this.checkpointing) {
       this.checkpointing = this.checkpoint()
@@ -380,6 +423,16 @@ export class ChunkedDownload {
           this.checkpointing = undefined
         })
     }
+  }
+
+  private takeBuffer(): Buffer {
+    return this.pool.pop() ?? Buffer.allocUnsafeSlow(this.record.chunkSizeBytes)
+  }
+
+  /** Resolves when every write started so far has finished (successfully or not). */
+  private async settleWrites(): Promise<void> {
+    while (this.writes.size > 0) await Promise.allSettled([...this.writes])
+    if (this.writeError) throw this.writeError
   }
 
   /** Hashes chunks that were finished out of order, reading them back (and checking them) from disk. */
@@ -395,6 +448,7 @@ export class ChunkedDownload {
           const data = await readChunk(this.fh, this.record, i)
           if (this.xxh(data) !== this.done[i]) {
             this.done[i] = null
+            this.doneByteCount -= data.length
             this.record.chunks[i] = null
             this.opts.emit({type: 'warning', path: this.record.path, message: `chunk ${i} of ${this.record.path} changed on disk; fetching it again`})
             break
@@ -414,15 +468,17 @@ export class ChunkedDownload {
    * journal claim it. A kill between the two loses the claim, never the truth.
    */
   async checkpoint(): Promise<void> {
+    await Promise.allSettled([...this.writes])
     const snapshot = [...this.done]
     const hashedChunks = this.hashedChunks
-    const state = this.hasher.save()
+    // A chunk hashed from memory may still be on its way to disk: then keep the older state.
+    const state = snapshot.slice(0, hashedChunks).every((c) => c !== null) ? this.hasher.save() : undefined
     this.lastCheckpointAt = performance.now()
     this.bytesSinceCheckpoint = 0
     await this.fh.datasync()
     crashPoint('after-data-fsync')
     for (let i = 0; i < snapshot.length; i++) if (snapshot[i] !== null && this.done[i] !== null) this.record.chunks[i] = snapshot[i]
-    if (state.offsetBytes === Math.min(this.record.size, hashedChunks * this.record.chunkSizeBytes)) this.record.sha256State = state
+    if (state && state.offsetBytes === Math.min(this.record.size, hashedChunks * this.record.chunkSizeBytes)) this.record.sha256State = state
     if (this.record.status === 'pending') this.record.status = 'partial'
     await this.opts.journal.flush()
   }
@@ -436,11 +492,18 @@ export class ChunkedDownload {
   }
 
   private doneBytes(): number {
-    let total = 0
-    for (let i = 0; i < this.done.length; i++) {
-      if (this.done[i] !== null) total += Math.min(this.record.chunkSizeBytes, this.record.size - i * this.record.chunkSizeBytes)
-    }
-    return total
+    return this.doneByteCount
+  }
+}
+
+/** Chunks handed to the disk at once per file: enough to overlap network and disk, bounded memory. */
+const MAX_WRITES_IN_FLIGHT = 4
+
+async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  let written = 0
+  while (written < data.length) {
+    const {bytesWritten} = await fh.write(data, written, data.length - written, position + written)
+    written += bytesWritten
   }
 }
 

@@ -52,6 +52,8 @@ describe('pull killed with SIGKILL at random moments', function () {
       const before = await journalClaimsProblems(dir)
       const logFrom = emu.log.length
       const child = startCli(args, {env: testEnv(home)})
+      let output = ''
+      child.stderr!.on('data', (d) => (output += d))
       const delay = 700 + Math.floor(random() * 2500)
       const exited = await new Promise<number | null>((resolve) => {
         const timer = setTimeout(() => {
@@ -75,7 +77,7 @@ describe('pull killed with SIGKILL at random moments', function () {
       for (const f of files) {
         const first = emu.log.slice(logFrom).find((e) => e.content && e.path === f.path)
         if (!first) continue
-        expect(first.rangeStart, `${f.path} run ${run}`).to.equal(before.durablePrefix[f.path] ?? 0)
+        expect(first.rangeStart, `${f.path} run ${run}: ${output}`).to.equal(before.durablePrefix[f.path] ?? 0)
         if ((first.rangeStart ?? 0) > 0) resumedRequests++
       }
     }
