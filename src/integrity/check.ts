@@ -76,34 +76,51 @@ export async function checkFile(filePath: string, expected: ExpectedFile, level:
   }
 }
 
-/** Chunks whose bytes on disk no longer match their xxh64 (missing bytes count as damaged). */
+/**
+ * Chunks whose bytes on disk no longer match their xxh64 (missing bytes count as damaged). Two
+ * buffers alternate so the next batch is read (on libuv's pool) while this one is hashed: the
+ * `fast` level is bound by reads from the page cache, not by xxh64.
+ */
 export async function localiseDamage(filePath: string, expected: ExpectedFile): Promise<DamagedRange[] | undefined> {
   const count = Math.ceil(expected.size / expected.chunkSizeBytes)
   if (expected.chunks.length !== count) return undefined
   const xxh = await loadXxh64()
   const damaged: DamagedRange[] = []
   const fh = await fs.open(filePath, 'r')
+  const perRead = Math.max(1, Math.floor(READ_BYTES / expected.chunkSizeBytes))
+  const batchBytes = Math.min(expected.size, perRead * expected.chunkSizeBytes)
+  const buffers = [Buffer.allocUnsafeSlow(batchBytes), Buffer.allocUnsafeSlow(batchBytes)]
+  /** Reads chunks [first, first + perRead) into buf; resolves to the bytes read (short at EOF). */
+  const readBatch = async (first: number, buf: Buffer): Promise<number> => {
+    const start = first * expected.chunkSizeBytes
+    const want = Math.min(expected.size, (first + perRead) * expected.chunkSizeBytes) - start
+    let got = 0
+    while (got < want) {
+      const {bytesRead} = await fh.read(buf, got, want - got, start + got)
+      if (bytesRead === 0) break
+      got += bytesRead
+    }
+    return got
+  }
+  let pending: Promise<number> | undefined
   try {
-    const perRead = Math.max(1, Math.floor(READ_BYTES / expected.chunkSizeBytes))
-    const buf = Buffer.allocUnsafe(perRead * expected.chunkSizeBytes)
+    let which = 0
+    pending = count > 0 ? readBatch(0, buffers[0]) : undefined
     for (let first = 0; first < count; first += perRead) {
-      const last = Math.min(count, first + perRead)
+      const got = await pending!
+      pending = first + perRead < count ? readBatch(first + perRead, buffers[which ^ 1]) : undefined
+      const buf = buffers[which]
       const start = first * expected.chunkSizeBytes
-      const end = Math.min(expected.size, last * expected.chunkSizeBytes)
-      let got = 0
-      while (got < end - start) {
-        const {bytesRead} = await fh.read(buf, got, end - start - got, start + got)
-        if (bytesRead === 0) break
-        got += bytesRead
-      }
-      for (let i = first; i < last; i++) {
+      for (let i = first; i < Math.min(count, first + perRead); i++) {
         const b = chunkBounds(i, expected.size, expected.chunkSizeBytes)
         const from = b.start - start
         const to = b.end - start
         if (to > got || xxh(buf.subarray(from, to)) !== expected.chunks[i]) damaged.push({chunk: i, start: b.start, end: b.end})
       }
+      which ^= 1
     }
   } finally {
+    if (pending) await pending.catch(() => {})
     await fh.close()
   }
   return damaged

@@ -2,6 +2,8 @@ import fs from 'node:fs/promises'
 
 import {MsrError} from '../errors.js'
 import {writeFileDurable} from '../journal/durable-file.js'
+import {parseModelId} from '../store/layout.js'
+import {unsafeReason} from '../store/safe-path.js'
 import type {ExpectedFile} from './check.js'
 
 /** The integrity manifest's format version; its JSON Schema is manifests/manifest-v1.schema.json. */
@@ -79,10 +81,21 @@ export function manifestProblem(doc: unknown): string | undefined {
   if (m.kind !== MANIFEST_KIND) return `"kind" is not "${MANIFEST_KIND}"`
   if (m.version !== MANIFEST_VERSION) return `unsupported version ${String(m.version)} (this ms-resume reads version ${MANIFEST_VERSION})`
   if (typeof m.modelId !== 'string' || typeof m.revision !== 'string') return 'missing modelId or revision'
+  try {
+    parseModelId(m.modelId)
+  } catch {
+    return `bad modelId ${JSON.stringify(m.modelId)}`
+  }
+  for (const key of ['hub', 'endpoint', 'commit', 'createdAt'] as const) {
+    if (typeof m[key] !== 'string') return `"${key}" is not a string`
+  }
   if (!Array.isArray(m.files)) return 'no files array'
   const seen = new Set<string>()
   for (const f of m.files) {
-    if (!f || typeof f.path !== 'string' || !Number.isSafeInteger(f.size) || f.size < 0 || !/^[0-9a-f]{64}$/.test(f.sha256 ?? '')) return `bad file entry ${JSON.stringify(f?.path)}`
+    if (!f || typeof f.path !== 'string' || !Number.isSafeInteger(f.size) || f.size < 0 || !/^[0-9a-f]{64}$/.test(f.sha256 ?? '') || typeof f.commit !== 'string') return `bad file entry ${JSON.stringify(f?.path)}`
+    // A pinned manifest is a file someone committed: its paths are as untrusted as a listing's.
+    const unsafe = unsafeReason(f.path)
+    if (unsafe) return `unsafe path ${JSON.stringify(f.path)} (${unsafe})`
     if (!Number.isSafeInteger(f.chunkSizeBytes) || f.chunkSizeBytes <= 0 || !Array.isArray(f.xxh64) || f.xxh64.length !== Math.ceil(f.size / f.chunkSizeBytes)) return `bad chunk list for ${JSON.stringify(f.path)}`
     if (!f.xxh64.every((x) => typeof x === 'string' && /^[0-9a-f]{16}$/.test(x))) return `bad xxh64 value for ${JSON.stringify(f.path)}`
     if (seen.has(f.path)) return `duplicate path ${JSON.stringify(f.path)}`

@@ -58,9 +58,23 @@ export async function removeStrayTempFiles(target: string): Promise<number> {
   }
   for (const name of names) {
     if (name.startsWith(prefix) && name.endsWith('.tmp')) {
+      // A writer that does not hold the model lock (verify --repair keeping a manifest) may be
+      // mid-write: removing its temp would fail its rename. Only a dead writer's temp is stray.
+      if (writerIsAlive(name.slice(prefix.length).split('.')[0])) continue
       await fs.rm(path.join(dir, name), {force: true})
       removed++
     }
   }
   return removed
+}
+
+function writerIsAlive(pidText: string): boolean {
+  const pid = Number(pidText)
+  if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
 }

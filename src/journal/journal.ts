@@ -4,7 +4,7 @@ import path from 'node:path'
 import {Low} from 'lowdb'
 import type {Adapter} from 'lowdb'
 
-import {MsrError} from '../errors.js'
+import {MsrError, fromFsError, isMsrError} from '../errors.js'
 import {JOURNAL_FILE} from '../store/layout.js'
 import {removeStrayTempFiles, writeFileDurable} from './durable-file.js'
 import {emptyJournal, journalProblem, type FileRecord, type JournalDoc} from './schema.js'
@@ -143,6 +143,9 @@ export class Journal {
     try {
       await this.db.write()
     } catch (error) {
+      // A full disk is E_DISK_FULL wherever it strikes first (data or journal): one code, one hint.
+      const mapped = fromFsError(error, 'writing the journal', this.file)
+      if (isMsrError(mapped)) throw mapped
       throw new MsrError('E_JOURNAL', `Cannot write the journal ${this.file}: ${(error as Error).message}.`, {
         cause: error,
         hint: 'Check free space and permissions of the model directory, then run again.',

@@ -62,8 +62,10 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
         await fs.utimes(lockPath, new Date(0), new Date(0)).catch(() => {})
         continue
       }
+      // Ctrl-C while waiting is an interruption (exit 130), not a lock failure (exit 6).
+      if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new MsrError('E_INTERRUPTED', 'Interrupted while waiting for the model lock.', {hint: 'Run the same command again.'})
       const holder = await describeHolder(stateDir)
-      if (Date.now() >= deadline || opts.signal?.aborted) {
+      if (Date.now() >= deadline) {
         throw new MsrError('E_LOCKED', `Another ms-resume (${holder}) is pulling this model into the same place.`, {
           hint: opts.waitMs > 0 ? 'Wait for it to finish, or raise --lock-wait.' : 'Wait for it to finish, or run again with --lock-wait SECONDS to wait for it.',
         })

@@ -146,6 +146,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
       throw fromFsError(error, `opening the partial file of ${record.path}`, partialPath)
     }
     let found: string
+    const savedState = record.sha256State
     try {
       const download = await ChunkedDownload.prepare(record, fh, {...ctx, connections: ctx.connectionsFor(record.size)}, ctx.adoptUnknownPartials)
       const resumedBytes = download.resumedBytes
@@ -157,9 +158,16 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         throw fromFsError(error, `writing ${record.path}`, partialPath)
       }
       found = download.digestHex()
+      if (found !== record.sha256 && savedState) {
+        // A saved hash state that loads but is wrong (a flipped bit in the journal) makes a correct
+        // file hash wrong: ask the disk before throwing away a whole download (E_INTEGRITY retry).
+        ctx.emit({type: 'rehash', path: record.path, bytes: record.size, reason: 'hash mismatch after resuming from a saved hash state'})
+        if ((await sha256FileHex(partialPath)) === record.sha256) found = record.sha256
+      }
       if (found === record.sha256) {
-        record.chunks = download.chunkSums()
+        // Data first, claim second: a batched journal flush may run during the datasync.
         await fh.datasync()
+        record.chunks = download.chunkSums()
         await fh.chmod(0o644)
       }
     } finally {
@@ -201,7 +209,10 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
 async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: string, check: FileCheck): Promise<FileRecord> {
   const fresh: FileRecord = {...record, status: 'partial', sha256State: undefined, etag: undefined, partialName: partialNameFor(record.path)}
   delete fresh.completedAt
-  const localised = check.status !== 'missing' && check.status !== 'not-a-file' && check.damaged && check.damaged.length > 0
+  // A file longer than it should be, with every chunk intact, needs no bytes at all: the partial
+  // is cut back to size when the download is prepared.
+  const localised = check.status !== 'missing' && check.status !== 'not-a-file' && check.damaged !== undefined &&
+    (check.damaged.length > 0 || check.status === 'wrong-size')
   if (!localised) {
     fresh.chunks = record.chunks.map(() => null)
     return fresh
@@ -256,8 +267,19 @@ export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord,
   return sums
 }
 
+/**
+ * Unclaim first, delete second: the journal on disk must never claim chunks of a partial that is
+ * gone. Deleting first left that claim on disk for the whole re-listing after a remote change, and
+ * a kill there left a journal vouching for bytes that did not exist.
+ */
 async function discardPartial(ctx: JobContext, record: FileRecord): Promise<void> {
-  await fs.rm(partialPathOf(ctx.stateDir, record), {force: true})
+  const partialPath = partialPathOf(ctx.stateDir, record)
+  if (record.status !== 'complete' && record.chunks.some((c) => c !== null)) {
+    record.chunks = record.chunks.map(() => null)
+    delete record.sha256State
+    await ctx.journal.flush()
+  }
+  await fs.rm(partialPath, {force: true})
 }
 
 /** A partial whose hash did not match is kept for a post-mortem (one per file), never handed over. */

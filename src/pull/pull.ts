@@ -7,6 +7,7 @@ import type {Hub, HubFile, HubListing} from '../hub/types.js'
 import type {CheckLevel} from '../integrity/check.js'
 import {type Manifest, buildManifest, writeManifest} from '../integrity/manifest.js'
 import {Journal} from '../journal/journal.js'
+import {removeStrayTempFiles} from '../journal/durable-file.js'
 import {acquireModelLock} from '../journal/lock.js'
 import {durableBytes} from '../journal/schema.js'
 import {MANIFEST_FILE, type ModelLocation, PARTIAL_DIR, modelIdOf} from '../store/layout.js'
@@ -137,6 +138,9 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   try {
     const opened = await Journal.open(location.stateDir, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision})
     journal = opened.journal
+    // A pull killed inside the manifest write leaves `.manifest-v1.json.<pid>.<rand>.tmp` behind,
+    // and Journal.open sweeps only its own temp files (a live writer's temp is left alone).
+    await removeStrayTempFiles(path.join(location.stateDir, MANIFEST_FILE))
     if (opened.recovered) emit({type: 'recovered-journal', ...opened.recovered})
     if (opts.repairFromManifest && opts.manifest) seedFromManifest(journal, opts.manifest, files)
     await checkFreeSpace(location, files, journal)
@@ -256,9 +260,24 @@ async function prepareDirectories(location: ModelLocation): Promise<void> {
     await fs.rm(probe)
     await fs.access(location.modelDir, fs.constants.W_OK)
   } catch (error) {
+    // mkdir -p on a read-only filesystem says ENOENT, not EROFS: ask the nearest existing ancestor
+    // for the real reason, so a read-only target reads as E_PERMISSION, not as a missing directory.
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') error = (await writeProblemOfAncestor(location.modelDir)) ?? error
     const mapped = fromFsError(error, 'preparing the target directory', location.modelDir)
     if (isMsrError(mapped)) throw mapped
     throw new MsrError('E_LOCAL', `Cannot prepare ${location.modelDir}: ${(error as Error).message}.`, {cause: error, hint: 'Choose another place with --local-dir or --cache-dir.'})
+  }
+}
+
+async function writeProblemOfAncestor(dir: string): Promise<unknown> {
+  for (let d = dir; ; d = path.dirname(d)) {
+    try {
+      await fs.access(d, fs.constants.W_OK)
+      return undefined
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return error
+    }
+    if (path.dirname(d) === d) return undefined
   }
 }
 

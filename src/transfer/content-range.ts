@@ -61,6 +61,16 @@ export function judgeRangeReply(opts: {
   etag: string | undefined
   knownEtag: string | undefined
 }): RangeVerdict {
+  if (opts.status === 416) {
+    // We only ask for ranges inside the listed size. A server that says `*/N` with another N has
+    // another file than the listing (start over); with the listed N it answered a valid range
+    // wrongly: retry. Treating every 416 alike either loops on a changed file or drops good bytes.
+    const total = parseUnsatisfiedRange(opts.contentRange)
+    if (total !== undefined && total !== opts.expectedTotal) {
+      return {ok: false, reason: 'changed', message: `server says the file is ${total} bytes (416), listed size is ${opts.expectedTotal}`}
+    }
+    return {ok: false, reason: 'protocol', message: `HTTP 416 for a range inside the file (Content-Range: ${opts.contentRange ?? '(none)'})`}
+  }
   const encoding = (opts.contentEncoding ?? 'identity').trim().toLowerCase()
   if (encoding !== 'identity' && encoding !== '') {
     return {ok: false, reason: 'protocol', message: `server compressed a byte range (Content-Encoding: ${encoding})`}

@@ -1,6 +1,6 @@
 import type {FileHandle} from 'node:fs/promises'
 
-import {MsrError, isMsrError} from '../errors.js'
+import {MsrError, fromFsError, isMsrError} from '../errors.js'
 import type {EventSink} from '../events.js'
 import type {Hub} from '../hub/types.js'
 import {chunkBounds, loadXxh64} from '../integrity/chunks.js'
@@ -251,7 +251,7 @@ export class ChunkedDownload {
           this.failuresWithoutProgress++
           if (this.failuresWithoutProgress > this.opts.policy.maxRetries) {
             // The last failure's code (E_PROTOCOL, E_TIMEOUT, ...): a misbehaving server is not a bad network.
-          throw new MsrError(error.code, `Gave up on ${this.record.path} after ${this.opts.policy.maxRetries} retries without progress: ${error.message}`, {
+            throw new MsrError(error.code, `Gave up on ${this.record.path} after ${this.opts.policy.maxRetries} retries without progress: ${error.message}`, {
               path: this.record.path, cause: error, hint: 'Run the same command again; it resumes from the last checkpoint.',
             })
           }
@@ -271,6 +271,7 @@ export class ChunkedDownload {
     const start = seg.next * record.chunkSizeBytes
     const end = Math.min(record.size, seg.end * record.chunkSizeBytes)
     const request = new AbortController()
+    let ended = false
     const onAbort = () => request.abort(this.abort.signal.reason)
     this.abort.signal.addEventListener('abort', onAbort, {once: true})
     const headers: Record<string, string> = {Range: rangeHeader(start, end), 'Accept-Encoding': 'identity'}
@@ -304,14 +305,17 @@ export class ChunkedDownload {
       }
       const etag = strongEtag(res.headers.etag)
       if (etag && !record.etag) record.etag = etag
-      await this.consume(res.body, seg, verdict.skipBytes, request)
+      ended = await this.consume(res.body, seg, verdict.skipBytes, request)
     } finally {
       this.abort.signal.removeEventListener('abort', onAbort)
-      request.abort()
+      // A body read to its end leaves the socket to the keep-alive pool; aborting would destroy it
+      // (10,000 small files meant 10,000 TCP handshakes).
+      if (!ended) request.abort()
     }
   }
 
-  private async consume(body: NodeJS.ReadableStream & {destroy(error?: Error): void}, seg: Segment, skipBytes: number, request: AbortController): Promise<void> {
+  /** Reads the body into chunks; true when the body ended by itself (the connection is reusable). */
+  private async consume(body: NodeJS.ReadableStream & {destroy(error?: Error): void; readableEnded?: boolean}, seg: Segment, skipBytes: number, request: AbortController): Promise<boolean> {
     const {record} = this
     let skip = skipBytes
     let chunk = this.takeBuffer()
@@ -326,6 +330,8 @@ export class ChunkedDownload {
     }, this.opts.idleTimeoutMs)
     try {
       for await (const data of body as AsyncIterable<Buffer>) {
+        // Bytes past what this segment needs (a longer body, a tail another connection took over).
+        if (seg.next >= seg.end) return false
         idle.refresh()
         const now = performance.now()
         windowBytes += data.length
@@ -345,7 +351,7 @@ export class ChunkedDownload {
         }
         this.receivedBytes += data.length - off
         while (off < data.length) {
-          if (seg.next >= seg.end) return
+          if (seg.next >= seg.end) break
           const {start, end} = chunkBounds(seg.next, record.size, record.chunkSizeBytes)
           const take = Math.min(end - start - fill, data.length - off)
           data.copy(chunk, fill, off, off + take)
@@ -359,20 +365,24 @@ export class ChunkedDownload {
             chunk = this.takeBuffer()
           }
         }
-        if (seg.next >= seg.end) return
       }
       if (timedOut) throw timedOut
       if (seg.next < seg.end) {
         throw new MsrError('E_NETWORK', `Connection closed early while downloading ${record.path}.`, {path: record.path, retryable: true})
       }
+      return true
     } catch (error) {
+      // Everything this segment needed had arrived; what failed was only the wait for the end.
+      if (seg.next >= seg.end && !this.abort.signal.aborted && !this.writeError) return false
       if (timedOut) throw timedOut
       if (isMsrError(error) || this.abort.signal.aborted) throw error
       throw new MsrError('E_NETWORK', `Connection lost while downloading ${record.path}: ${(error as Error).message}.`, {path: record.path, retryable: true, cause: error})
     } finally {
       clearTimeout(idle)
-      request.abort()
-      body.destroy()
+      if (!body.readableEnded) {
+        request.abort()
+        body.destroy()
+      }
       this.pool.push(chunk)
     }
   }
@@ -403,7 +413,7 @@ export class ChunkedDownload {
         this.maybeCheckpoint()
       },
       (error) => {
-        this.writeError ??= error
+        this.writeError ??= diskError(error, `writing the partial of ${this.record.path}`, this.record.path)
       },
     )
     this.writes.add(write)
@@ -417,7 +427,7 @@ export class ChunkedDownload {
     if (due && !this.checkpointing) {
       this.checkpointing = this.checkpoint()
         .catch((error) => {
-          this.checkpointError = error
+          this.checkpointError = diskError(error, `saving a checkpoint of ${this.record.path}`, this.record.path)
         })
         .finally(() => {
           this.checkpointing = undefined
@@ -426,7 +436,9 @@ export class ChunkedDownload {
   }
 
   private takeBuffer(): Buffer {
-    return this.pool.pop() ?? Buffer.allocUnsafeSlow(this.record.chunkSizeBytes)
+    // No chunk is longer than the file: a 2 KiB file must not cost two 1 MiB buffers (10,000 small
+    // files at --concurrency 64 churned GiBs through the GC).
+    return this.pool.pop() ?? Buffer.allocUnsafeSlow(Math.min(this.record.chunkSizeBytes, this.record.size))
   }
 
   /** Resolves when every write started so far has finished (successfully or not). */
@@ -498,6 +510,16 @@ export class ChunkedDownload {
 
 /** Chunks handed to the disk at once per file: enough to overlap network and disk, bounded memory. */
 const MAX_WRITES_IN_FLIGHT = 4
+
+/**
+ * A disk error (ENOSPC, EROFS, EIO) as a non-retryable MsrError. Raw, it would reach consume()'s
+ * catch and become a retryable E_NETWORK: a full disk then re-downloaded the same chunk forever.
+ */
+function diskError(error: unknown, what: string, repoPath: string): MsrError {
+  if (isMsrError(error)) return error
+  const mapped = fromFsError(error, what, repoPath)
+  return isMsrError(mapped) ? mapped : new MsrError('E_LOCAL', `Failed ${what}: ${(error as Error)?.message ?? String(error)}.`, {path: repoPath, cause: error, hint: 'Check the disk, then run the same command again; it resumes from the last checkpoint.'})
+}
 
 async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
   let written = 0

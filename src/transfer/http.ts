@@ -5,6 +5,7 @@ import type {Readable} from 'node:stream'
 import axios, {type AxiosResponse} from 'axios'
 
 import {MsrError} from '../errors.js'
+import {checkRedirect, MAX_REDIRECTS} from './redirect-policy.js'
 import {parseRetryAfterMs} from './retry-policy.js'
 
 const httpAgent = new http.Agent({keepAlive: true, maxSockets: 64})
@@ -36,12 +37,12 @@ export interface OpenedResponse {
 /**
  * Opens a GET and follows redirects ourselves, so that each hop is checked: only http(s), never
  * https→http, at most `maxRedirects`, and credentials only where `headersFor` allows (axios'
- * follow-redirects would carry them along). Error statuses become MsrErrors with a retry verdict.
+ * follow-redirects would carry them along). Error statuses (but 416) become MsrErrors with a retry verdict.
  */
 export async function openStream(opts: OpenOptions): Promise<OpenedResponse> {
   const first = new URL(opts.url)
   let url = first
-  const maxRedirects = opts.maxRedirects ?? 10
+  const maxRedirects = opts.maxRedirects ?? MAX_REDIRECTS
   for (let hop = 0; ; hop++) {
     let res: AxiosResponse<Readable>
     try {
@@ -66,29 +67,14 @@ export async function openStream(opts: OpenOptions): Promise<OpenedResponse> {
     const status = res.status
     if (status >= 300 && status < 400 && status !== 304) {
       res.data.destroy()
-      const location = headers.location
-      if (!location) throw new MsrError('E_PROTOCOL', `HTTP ${status} redirect without a Location from ${url.origin}.`, {retryable: true})
-      let next: URL
-      try {
-        next = new URL(location, url)
-      } catch {
-        throw new MsrError('E_PROTOCOL', `Redirect to an invalid location: ${location.slice(0, 200)}.`)
-      }
-      if (next.protocol !== 'http:' && next.protocol !== 'https:') {
-        throw new MsrError('E_PROTOCOL', `Refusing a redirect to a non-HTTP location (${next.protocol}).`, {hint: 'The hub or its CDN is misconfigured; try again later or report it.'})
-      }
-      if (url.protocol === 'https:' && next.protocol === 'http:') {
-        throw new MsrError('E_PROTOCOL', `Refusing a redirect from https to plain http (${next.origin}).`, {hint: 'The hub or its CDN is misconfigured; try again later or report it.'})
-      }
-      if (hop + 1 > maxRedirects) {
-        throw new MsrError('E_PROTOCOL', `Too many redirects (more than ${maxRedirects}) for ${first.pathname}.`, {hint: 'The hub is in a redirect loop; try again later or report it.'})
-      }
-      url = next
+      url = checkRedirect(url, headers.location, hop, maxRedirects)
       continue
     }
-    if (status >= 400) {
+    // A 416 goes back to the caller: only it knows the listed size that decides between "the file
+    // changed" (`*/N` with another N) and a server glitch (judgeRangeReply).
+    if (status >= 400 && status !== 416) {
       res.data.destroy()
-      throw statusError(status, headers, url, url.origin !== first.origin, opts.maxRetryAfterMs)
+      throw statusError(status, headers, url, hop > 0, opts.maxRetryAfterMs)
     }
     return {status, headers, body: res.data, url, crossOrigin: url.origin !== first.origin}
   }
@@ -134,13 +120,16 @@ function proxyFor(url: URL): false | undefined {
   return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(url.hostname) ? false : undefined
 }
 
-export function statusError(status: number, headers: Record<string, string | undefined>, url: URL, crossOrigin: boolean, maxRetryAfterMs: number): MsrError {
+/** `redirected`: the URL was reached through a redirect (a signed CDN/blob URL), not the hub API URL itself. */
+export function statusError(status: number, headers: Record<string, string | undefined>, url: URL, redirected: boolean, maxRetryAfterMs: number): MsrError {
   const retryAfterMs = parseRetryAfterMs(headers['retry-after'], Date.now(), maxRetryAfterMs)
   if (status === 429 || status === 503 || status === 502 || status === 504 || status === 500 || status === 408) {
     return new MsrError('E_NETWORK', `HTTP ${status} from ${url.origin}.`, {retryable: true, retryAfterMs, hint: 'The server is busy; run again later.'})
   }
-  if ((status === 403 || status === 401) && crossOrigin) {
-    // A signed CDN URL expired (about an hour on some mirrors): resolve again through the hub.
+  if ((status === 403 || status === 401) && redirected) {
+    // A signed CDN URL expired (about an hour on some mirrors): resolve again through the hub. The
+    // blob host may share the hub's origin, so "reached by a redirect" decides, not the origin:
+    // keying on cross-origin made an expired same-origin signature a fatal E_AUTH mid-file.
     return new MsrError('E_NETWORK', `HTTP ${status} from the download host ${url.origin} (signed URL expired?).`, {retryable: true})
   }
   if (status === 401 || status === 403) {
