@@ -1,0 +1,144 @@
+import {spawn} from 'node:child_process'
+import {createHash} from 'node:crypto'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+
+import {expect} from 'chai'
+
+import {HubEmulator} from '../support/emulator.js'
+import {BIN, type CliResult, REPO_ROOT, listFiles, makeTmpDir, startCli, testEnv} from '../support/cli.js'
+
+const MiB = 1024 * 1024
+const GiB = 1024 * MiB
+const TWO_32 = 2 ** 32
+
+/** Runs the CLI, sampling its peak resident memory (VmHWM) from /proc while it runs. */
+async function runSampled(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<CliResult & {peakRssBytes: number}> {
+  const child = startCli(args, {env})
+  let stdout = ''
+  let stderr = ''
+  let peakRssBytes = 0
+  child.stdout!.on('data', (d) => (stdout += d))
+  child.stderr!.on('data', (d) => (stderr += d))
+  const sample = async () => {
+    const status = await fs.readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => '')
+    const kb = /VmHWM:\s+(\d+) kB/.exec(status)
+    if (kb) peakRssBytes = Math.max(peakRssBytes, Number(kb[1]) * 1024)
+  }
+  const sampler = setInterval(() => void sample(), 250)
+  const killer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])))
+  clearInterval(sampler)
+  clearTimeout(killer)
+  return {code, signal, stdout, stderr, peakRssBytes}
+}
+
+describe('scale (fault-matrix.md: Scale)', function () {
+  let emu: HubEmulator | undefined
+  let home: string
+
+  beforeEach(async () => {
+    home = await makeTmpDir('msr-scale-')
+  })
+  afterEach(async () => {
+    await emu?.stop()
+    emu = undefined
+    await fs.rm(home, {recursive: true, force: true})
+  })
+
+  it('a file over 4 GiB: exact Range strings and positions past 2^32, SHA-256 verified, constant memory', async function () {
+    this.timeout(240_000)
+    const MODEL = 'acme/huge'
+    const FILE = 'model-00001-of-00001.safetensors'
+    // 4 GiB + 40 MiB + a tail: with --connections 4 the four segments are 1035/1034/1034/1034 chunks
+    // of 1 MiB; each first request is cut after 1000 MiB, so the last segment (from 3103 MiB) resumes
+    // at 4103 MiB, past 2^32, whichever connection it was.
+    const size = 4 * GiB + 40 * MiB + 12_345
+    const free = await fs.statfs(home)
+    const freeBytes = Number(free.bavail) * Number(free.bsize)
+    if (freeBytes < 10 * GiB) {
+      console.log(`      skipped: ${(freeBytes / GiB).toFixed(1)} GiB free in ${home}, the 4 GiB test needs about 10 GiB`)
+      this.skip()
+    }
+    emu = await HubEmulator.start({models: [{id: MODEL, files: [{path: FILE, size}]}]})
+    await emu.sha256OfAsync(MODEL, FILE) // before the pull, so the listing does not wait for it
+    const cut = 1000 * MiB
+    emu.setFaults(MODEL, FILE, Array.from({length: 4}, () => ({kind: 'reset' as const, afterBytes: cut})))
+    const dir = path.join(home, 'out')
+    const res = await runSampled(['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir, '--connections', '4', '--json'], testEnv(home), 200_000)
+    expect(res.code, res.stderr).to.equal(0)
+
+    const reqs = emu.contentRequests(MODEL, FILE)
+    const firsts = reqs.slice(0, 4)
+    expect(firsts.map((r) => r.fault)).to.deep.equal(['reset', 'reset', 'reset', 'reset'])
+    const lastSegmentStart = Math.max(...firsts.map((r) => r.rangeStart!))
+    expect(lastSegmentStart).to.equal(3103 * MiB)
+    expect(firsts.find((r) => r.rangeStart === lastSegmentStart)!.range).to.equal(`bytes=${3103 * MiB}-${size - 1}`)
+    // Each cut segment resumed exactly 1000 MiB further on; the last one past 2^32.
+    for (const first of firsts) {
+      const resume = reqs.slice(4).find((r) => r.rangeStart === first.rangeStart! + cut)
+      expect(resume, `resume of the segment from ${first.rangeStart}`).to.not.equal(undefined)
+      expect(resume!.rangeEnd).to.be.at.most(first.rangeEnd!)
+    }
+    const past = reqs.filter((r) => r.rangeStart! > TWO_32)
+    expect(past.length, 'a Range starting past 2^32').to.be.greaterThan(0)
+    // Its end depends on whether an idle connection took over part of the tail meanwhile.
+    const resumedPast = past.find((r) => r.rangeStart === 4103 * MiB)
+    expect(resumedPast?.range, 'the last segment resumed at 4103 MiB').to.match(new RegExp(`^bytes=${4103 * MiB}-\\d+$`))
+    expect(resumedPast!.rangeEnd).to.be.above(TWO_32).and.at.most(size - 1)
+    expect(4103 * MiB).to.be.greaterThan(TWO_32)
+
+    // Bytes at their positions: size, the bytes around 2^32, the tail.
+    const finalPath = path.join(dir, FILE)
+    expect((await fs.stat(finalPath)).size).to.equal(size)
+    const fh = await fs.open(finalPath, 'r')
+    try {
+      for (const [start, end] of [[TWO_32 - 4096, TWO_32 + 4096], [4103 * MiB - 10, 4103 * MiB + 10], [size - 64 * 1024, size]]) {
+        const buf = Buffer.alloc(end - start)
+        await fh.read(buf, 0, buf.length, start)
+        expect(buf.equals(emu.rangeOf(MODEL, FILE, start, end)), `bytes [${start}, ${end})`).to.equal(true)
+      }
+    } finally {
+      await fh.close()
+    }
+    const done = res.stdout.split('\n').filter((l) => l.includes('"file-done"')).map((l) => JSON.parse(l))
+    expect(done).to.have.length(1)
+    expect(done[0].sha256).to.equal(await emu.sha256OfAsync(MODEL, FILE))
+    // Constant memory: the whole file never sits in memory (4 connections, 1 MiB chunks).
+    expect(res.peakRssBytes, 'peak RSS').to.be.greaterThan(0).and.lessThan(400 * MiB)
+  })
+
+  it('10,000 small files under ulimit -n 256: exit 0, every file there and exact, no EMFILE', async function () {
+    this.timeout(240_000)
+    const MODEL = 'acme/many'
+    const COUNT = 10_000
+    const files = Array.from({length: COUNT}, (_, i) => ({path: `shard-${String(i % 100).padStart(3, '0')}/f${i}.json`, size: 50 + ((i * 37) % 2000)}))
+    // Small files straight from the download route, as the hub does (no redirect per file).
+    emu = await HubEmulator.start({models: [{id: MODEL, files, gitattributes: false}], directDownloadBelowBytes: MiB})
+    const dir = path.join(home, 'out')
+    // The widest concurrency the CLI allows, against a descriptor limit a naive pool would exceed.
+    const args = ['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir, '--concurrency', '64', '--quiet']
+    const child = spawn('bash', ['-c', 'ulimit -n 256 && exec "$0" "$@"', process.execPath, BIN, ...args], {
+      cwd: REPO_ROOT, env: testEnv(home), stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (out += d))
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+    expect(out).not.to.match(/EMFILE|too many open files/i)
+    expect(code, out.slice(-2000)).to.equal(0)
+
+    const onDisk = await listFiles(dir)
+    expect(onDisk).to.have.length(COUNT)
+    expect(new Set(onDisk)).to.deep.equal(new Set(files.map((f) => f.path)))
+    for (let i = 0; i < COUNT; i += 97) {
+      const data = await fs.readFile(path.join(dir, files[i].path))
+      expect(createHash('sha256').update(data).digest('hex'), files[i].path).to.equal(emu.sha256Of(MODEL, files[i].path))
+    }
+    expect(emu.contentRequests(MODEL)).to.have.length(COUNT)
+    const journal = JSON.parse(await fs.readFile(path.join(dir, '.ms-resume', 'journal-v1.json'), 'utf8'))
+    const records = Object.values(journal.files) as Array<{status: string}>
+    expect(records).to.have.length(COUNT)
+    expect(records.every((r) => r.status === 'complete')).to.equal(true)
+  })
+})
