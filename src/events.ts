@@ -3,6 +3,7 @@
  * lines, or NDJSON with --json, where this shape is the documented schema). Nothing below ui imports ui.
  */
 export type PullEvent =
+  | {type: 'listing'; modelId: string; revision: string; endpoint: string}
   | {type: 'start'; modelId: string; revision: string; endpoint: string; modelDir: string; files: number; totalBytes: number; toDownloadBytes: number}
   | {type: 'waiting-lock'; holder: string}
   | {type: 'recovered-journal'; reason: string; movedTo: string}

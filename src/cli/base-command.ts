@@ -1,7 +1,8 @@
 import {Command, Flags} from '@oclif/core'
 
 import {ExitCode, MsrError, isMsrError} from '../errors.js'
-import {renderError} from '../ui/errors.js'
+import {renderError, toMsrError, wasReported} from '../ui/errors.js'
+import {usageErrorFrom} from './usage-error.js'
 
 /**
  * Every command: errors become one line plus a hint and their documented exit code; the stack
@@ -9,7 +10,7 @@ import {renderError} from '../ui/errors.js'
  */
 export abstract class BaseCommand extends Command {
   static override baseFlags = {
-    json: Flags.boolean({description: 'Machine output: newline-delimited JSON events on stdout (schema in the README); the last line is the summary.', default: false}),
+    json: Flags.boolean({description: 'Machine output on stdout, one JSON object per line (schema: docs/json-output.md). pull: its events, the summary last; status, clean: one report.', default: false}),
     quiet: Flags.boolean({char: 'q', description: 'Print errors only.', default: false}),
     verbose: Flags.boolean({description: 'Show stack traces of errors (same as DEBUG=ms-resume*).', default: false, hidden: false}),
   }
@@ -40,14 +41,17 @@ export abstract class BaseCommand extends Command {
   }
 
   protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
-    // oclif's own exits (help, version, parse errors) keep their behaviour.
+    let failure: unknown = error
     if (!isMsrError(error)) {
-      if (error?.oclif?.exit !== undefined || error?.constructor?.name === 'ExitError') throw error
-      if ((error as {code?: string}).code === 'EPIPE') this.exit(0)
+      const usage = usageErrorFrom(error, this.id, this.config.bin)
+      // oclif's own exits (help, version) keep their behaviour; its parse errors become E_USAGE.
+      if (usage) failure = usage
+      else if (error?.oclif?.exit !== undefined || error?.constructor?.name === 'ExitError') throw error
+      else if ((error as {code?: string}).code === 'EPIPE') this.exit(0)
     }
-    const msr = isMsrError(error) ? error : new MsrError('E_LOCAL', `Unexpected error: ${error?.message ?? String(error)}`, {cause: error, hint: 'Run again with --verbose and report the output.'})
+    const msr = toMsrError(failure)
     const debug = this.verboseMode || /(^|,)\s*ms-resume/.test(process.env.DEBUG ?? '')
-    renderError(msr, {json: this.jsonMode, debug})
+    renderError(msr, {json: this.jsonMode, debug, jsonPrinted: wasReported(error)})
     this.exit(msr.exitCode)
   }
 }

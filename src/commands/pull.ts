@@ -4,8 +4,9 @@ import {BaseCommand} from '../cli/base-command.js'
 import {checkLevelFrom, hubFlags, hubFrom, locationFlags, locationFrom, retryPolicyFrom} from '../cli/flags.js'
 import {MsrError} from '../errors.js'
 import {readManifest} from '../integrity/manifest.js'
-import {pull} from '../pull/pull.js'
+import {type PullSummary, pull} from '../pull/pull.js'
 import {parseRate} from '../transfer/rate-limiter.js'
+import {toMsrError} from '../ui/errors.js'
 import {createReporter, outputMode} from '../ui/reporter.js'
 
 export default class Pull extends BaseCommand {
@@ -74,8 +75,9 @@ By default files go to the ModelScope cache ($MODELSCOPE_CACHE or ~/.cache/model
       reporter.summary(summary, {printPath: flags['print-path']})
       if (flags['print-path'] && !flags.json) process.stdout.write(`${summary.modelDir}\n`)
     } catch (error) {
-      const summary = (error as {summary?: Parameters<typeof reporter.summary>[0]}).summary
-      if (summary) reporter.summary(summary)
+      // --json: the error event, then the summary as the last line; otherwise the summary, then
+      // the error line (printed by BaseCommand) last, where the eye lands.
+      reporter.failed(toMsrError(error), error, (error as {summary?: PullSummary}).summary)
       throw error
     } finally {
       reporter.close()

@@ -1,0 +1,41 @@
+import {Args} from '@oclif/core'
+
+import {BaseCommand} from '../cli/base-command.js'
+import {locationFlags} from '../cli/flags.js'
+import {targetsFrom} from '../cli/model-targets.js'
+import {modelStatus} from '../status/model-status.js'
+import {statusText} from '../ui/status-text.js'
+
+export default class Status extends BaseCommand {
+  static override summary = 'Show what ms-resume knows about models: complete and partial files, bytes, last error, where.'
+
+  static override description = `Reads the journal ms-resume keeps next to each model. Read-only: it never takes the lock and never writes, so it is safe while a pull runs (and says so).
+
+Without a model, every model with ms-resume state in the ModelScope cache ($MODELSCOPE_CACHE or ~/.cache/modelscope/hub) is listed, or in --cache-dir DIR. With a model (placed by --local-dir / --cache-dir as pull places it), or with just --local-dir DIR, the files that are not complete are listed too.`
+
+  static override examples = [
+    {description: 'Every model in the ModelScope cache', command: '<%= config.bin %> status'},
+    {description: 'One model, with its unfinished files', command: '<%= config.bin %> status Qwen/Qwen2.5-0.5B-Instruct'},
+    {description: 'A model pulled into a folder', command: '<%= config.bin %> status --local-dir ./qwen'},
+    {description: 'Models with partial files, for a script', command: '<%= config.bin %> status --json | jq -r \'.models[] | select(.files.partial > 0) | .modelId\''},
+  ]
+
+  static override args = {
+    model: Args.string({description: 'Model id, <owner>/<name> (default: every model in the cache).', required: false}),
+  }
+
+  static override flags = {...locationFlags}
+
+  async run(): Promise<void> {
+    const {args, flags} = await this.parse(Status)
+    const {models, searched} = await targetsFrom(args.model, flags)
+    const single = Boolean(args.model || flags['local-dir'])
+    const statuses = await Promise.all(models.map((m) => modelStatus(m, {withFiles: single})))
+    if (flags.json) {
+      process.stdout.write(`${JSON.stringify({type: 'status', searched, models: statuses})}\n`)
+      return
+    }
+    if (flags.quiet) return
+    process.stdout.write(statusText(statuses, searched).map((l) => `${l}\n`).join(''))
+  }
+}
