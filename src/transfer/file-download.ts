@@ -4,7 +4,7 @@ import {MsrError, fromFsError, isMsrError} from '../errors.js'
 import type {EventSink} from '../events.js'
 import type {Hub} from '../hub/types.js'
 import {chunkBounds, loadXxh64} from '../integrity/chunks.js'
-import {createResumableSha256, restoreSha256, type ResumableSha256} from '../integrity/sha256.js'
+import {createResumableSha256, restoreSha256, type ResumableSha256, type SavedSha256State} from '../integrity/sha256.js'
 import {crashPoint} from '../journal/crash-points.js'
 import type {Journal} from '../journal/journal.js'
 import type {FileRecord} from '../journal/schema.js'
@@ -69,6 +69,11 @@ export class ChunkedDownload {
   private writeError: unknown
   private readonly pool: Buffer[] = []
   private doneByteCount = 0
+  /** Chunks [0, writtenPrefix) are all written. */
+  private writtenPrefix = 0
+  private pendingStates: SavedSha256State[] = []
+  private durableState: SavedSha256State | undefined
+  private coveredCheck: Promise<number[]> = Promise.resolve([])
 
   private constructor(
     private readonly record: FileRecord,
@@ -119,15 +124,10 @@ export class ChunkedDownload {
     // what is on disk now: a chunk altered since (bit rot, another writer) would reach the final path
     // under a matching SHA-256. So every chunk the state covers is read back against its xxh64 first;
     // a bad one is fetched again and the state dropped (drain() re-hashes, and checks, from disk).
+    // The check runs while the missing chunks download (reading ~1 GiB took longer than fetching
+    // the last 10% of it); run() waits for it before the last round, and an altered chunk is then
+    // fetched again with the prefix re-hashed from disk.
     const coveredChunks = saved && Number.isSafeInteger(saved.offsetBytes) ? Math.min(chunks.length, Math.ceil(saved.offsetBytes / record.chunkSizeBytes)) : 0
-    const altered: number[] = []
-    for (let i = 0; i < coveredChunks; i++) {
-      if (chunks[i] !== null && (await readChunkSum(fh, record, i, xxh)) !== chunks[i]) {
-        chunks[i] = null
-        altered.push(i)
-      }
-    }
-    if (altered.length > 0) opts.emit({type: 'warning', path: record.path, message: `chunk${altered.length === 1 ? '' : 's'} ${altered.join(', ')} of the partial of ${record.path} changed on disk; fetching ${altered.length === 1 ? 'it' : 'them'} again`})
     // Bytes past the last chunk the journal vouches for (written after the last checkpoint, or by
     // something else) are never trusted: cut them off, so the partial says no more than the journal.
     let claimedEnd = 0
@@ -145,8 +145,40 @@ export class ChunkedDownload {
     }
     const download = new ChunkedDownload(record, fh, hasher, opts, xxh)
     download.hashedChunks = Math.floor(hasher.offsetBytes / record.chunkSizeBytes)
+    if (hasher.offsetBytes > 0) download.durableState = hasher.save()
+    download.coveredCheck = download.findAlteredChunks(Math.min(coveredChunks, download.hashedChunks))
     await download.drain()
     return download
+  }
+
+  /** Chunks below `count` whose bytes on disk no longer match their xxh64. */
+  private async findAlteredChunks(count: number): Promise<number[]> {
+    const altered: number[] = []
+    for (let i = 0; i < count; i++) {
+      if (this.done[i] !== null && (await readChunkSum(this.fh, this.record, i, this.xxh)) !== this.done[i]) altered.push(i)
+    }
+    return altered
+  }
+
+  /** Waits for the background check of the chunks a restored hash state covers; acts on its verdict. */
+  private async settleCoveredCheck(): Promise<void> {
+    const altered = await this.coveredCheck
+    this.coveredCheck = Promise.resolve([])
+    if (altered.length === 0) return
+    this.opts.emit({type: 'warning', path: this.record.path, message: `chunk${altered.length === 1 ? '' : 's'} ${altered.join(', ')} of the partial of ${this.record.path} changed on disk; fetching ${altered.length === 1 ? 'it' : 'them'} again`})
+    for (const i of altered) {
+      this.done[i] = null
+      this.record.chunks[i] = null
+      this.doneByteCount -= chunkBounds(i, this.record.size, this.record.chunkSizeBytes).end - i * this.record.chunkSizeBytes
+    }
+    // The restored state hashed the old bytes: start the SHA-256 over, drain() re-reads from disk.
+    this.hasher = await createResumableSha256()
+    this.hashedChunks = 0
+    this.writtenPrefix = 0
+    this.pendingStates = []
+    this.durableState = undefined
+    delete this.record.sha256State
+    this.opts.emit({type: 'rehash', path: this.record.path, bytes: prefixLength(this.done, this.record), reason: 'partial changed on disk'})
   }
 
   /** Bytes already durable on disk (not necessarily contiguous with segmented downloads). */
@@ -160,19 +192,23 @@ export class ChunkedDownload {
     if (this.opts.signal.aborted) onAbort()
     this.opts.signal.addEventListener('abort', onAbort, {once: true})
     try {
-      // A chunk that fails its read-back check while being hashed is cleared and fetched again.
-      for (let round = 0; this.done.includes(null); round++) {
-        if (round > 3) throw new MsrError('E_LOCAL', `Chunks of ${this.record.path} keep failing their read-back check.`, {path: this.record.path, hint: 'The disk may be failing; check it, then run again.'})
-        this.planSegments()
-        const workers = this.segments.map((seg) => this.runSegment(seg))
-        const results = await Promise.allSettled(workers)
-        await this.settleWrites()
-        const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined
-        if (failed) throw failed.reason
+      // A chunk that fails its read-back check (while being hashed, or in the check of the chunks a
+      // restored hash state covers) is cleared and fetched again in another round.
+      for (let round = 0; ; round++) {
+        if (round > 4) throw new MsrError('E_LOCAL', `Chunks of ${this.record.path} keep failing their read-back check.`, {path: this.record.path, hint: 'The disk may be failing; check it, then run again.'})
+        if (this.done.includes(null)) {
+          this.planSegments()
+          const workers = this.segments.map((seg) => this.runSegment(seg))
+          const results = await Promise.allSettled(workers)
+          await this.settleWrites()
+          const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined
+          if (failed) throw failed.reason
+        }
+        await this.settleCoveredCheck()
         await this.drain()
         this.throwCheckpointError()
+        if (!this.done.includes(null)) break
       }
-      await this.drain()
       return {receivedBytes: this.receivedBytes}
     } catch (error) {
       this.abort.abort(error)
@@ -198,6 +234,12 @@ export class ChunkedDownload {
   }
 
   /** Splits the missing chunks into up to `connections` contiguous segments. */
+  /**
+   * One connection fetches each missing run in a single request. Several connections take pieces
+   * of at least 16 MiB in file order from a shared queue, rather than one quarter of the file
+   * each: the finished region then stays nearly contiguous, so the in-order SHA-256 mostly hashes
+   * from memory and a resume after a kill does not have to re-read most of the file to hash it.
+   */
   private planSegments(): void {
     const runs: Segment[] = []
     for (let i = 0; i < this.done.length; i++) {
@@ -207,18 +249,26 @@ export class ChunkedDownload {
       else runs.push({next: i, end: i + 1})
     }
     const want = Math.max(1, this.opts.connections)
-    while (runs.length < want) {
-      runs.sort((a, b) => (b.end - b.next) - (a.end - a.next))
-      const big = runs[0]
-      if (!big || big.end - big.next < 2) break
-      const mid = big.next + Math.ceil((big.end - big.next) / 2)
-      runs.push({next: mid, end: big.end})
-      big.end = mid
+    let pieces = runs
+    if (want > 1) {
+      const pieceChunks = Math.max(Math.ceil(PIECE_MIN_BYTES / this.record.chunkSizeBytes), Math.ceil(this.done.length / MAX_PIECES))
+      pieces = []
+      for (const run of runs) {
+        for (let start = run.next; start < run.end; start += pieceChunks) pieces.push({next: start, end: Math.min(run.end, start + pieceChunks)})
+      }
+      // Fewer pieces than connections (a small file): split the largest until every connection has one.
+      while (pieces.length < want) {
+        pieces.sort((a, b) => (b.end - b.next) - (a.end - a.next))
+        const big = pieces[0]
+        if (!big || big.end - big.next < 2) break
+        const mid = big.next + Math.ceil((big.end - big.next) / 2)
+        pieces.push({next: mid, end: big.end})
+        big.end = mid
+      }
+      pieces.sort((a, b) => a.next - b.next)
     }
-    runs.sort((a, b) => a.next - b.next)
-    // More runs than connections (holes left by a resume): connections take them one after another.
-    this.segments = runs.slice(0, want)
-    this.queue = runs.slice(want)
+    this.segments = pieces.slice(0, want)
+    this.queue = pieces.slice(want)
   }
 
   private queue: Segment[] = []
@@ -396,15 +446,17 @@ export class ChunkedDownload {
     this.throwCheckpointError()
     const data = buffer.subarray(0, length)
     const sum = this.xxh(data)
-    if (index === this.hashedChunks && !this.drainActive) {
+    if (index === this.hashedChunks) {
       this.hasher.update(data)
       this.hashedChunks++
+      this.noteHashed()
     }
     this.failuresWithoutProgress = 0
     const {start} = chunkBounds(index, this.record.size, this.record.chunkSizeBytes)
     const write = writeFully(this.fh, data, start).then(
       () => {
         this.done[index] = sum
+        this.promoteStates()
         this.doneByteCount += length
         this.pool.push(buffer)
         this.bytesSinceCheckpoint += length
@@ -420,6 +472,22 @@ export class ChunkedDownload {
     void write.finally(() => this.writes.delete(write))
     while (this.writes.size >= MAX_WRITES_IN_FLIGHT) await Promise.race(this.writes)
     if (this.writeError) throw this.writeError
+  }
+
+  /**
+   * Chunks are hashed (in order) before their writes land, so the state after each one is kept
+   * until every chunk it covers is on disk; only then may a checkpoint save it. Without this, a
+   * busy segmented download almost never had a savable state and every resume re-hashed the prefix.
+   */
+  private noteHashed(): void {
+    this.pendingStates.push(this.hasher.save())
+    this.promoteStates()
+  }
+
+  private promoteStates(): void {
+    while (this.writtenPrefix < this.done.length && this.done[this.writtenPrefix] !== null) this.writtenPrefix++
+    const writtenBytes = Math.min(this.record.size, this.writtenPrefix * this.record.chunkSizeBytes)
+    while (this.pendingStates.length > 0 && this.pendingStates[0].offsetBytes <= writtenBytes) this.durableState = this.pendingStates.shift()
   }
 
   private maybeCheckpoint(): void {
@@ -450,23 +518,45 @@ export class ChunkedDownload {
   /** Hashes chunks that were finished out of order, reading them back (and checking them) from disk. */
   private drain(): Promise<void> {
     if (this.drainActive) return this.draining
-    // The flag is set and cleared synchronously with the loop, so a chunk completing in between
-    // is either hashed in place (flag clear) or seen by the loop (flag set): never left behind.
+    // The flag is set and cleared synchronously with the loop, so a chunk completing in between is
+    // either hashed in place or seen by the loop: never left behind. A chunk cannot complete while
+    // the loop reads it (it is done already), so in-memory hashing needs no exclusion from the loop.
     this.drainActive = true
     this.draining = (async () => {
       try {
+        // Read-back in batches of up to DRAIN_BATCH_BYTES: with the main thread busy on sockets,
+        // one event-loop turn per 1 MiB chunk let the hash fall ever further behind the download.
+        const chunk = this.record.chunkSizeBytes
+        const batchChunks = Math.max(1, Math.floor(DRAIN_BATCH_BYTES / chunk))
+        let buffer: Buffer | undefined
         while (this.hashedChunks < this.done.length && this.done[this.hashedChunks] !== null) {
-          const i = this.hashedChunks
-          const data = await readChunk(this.fh, this.record, i)
-          if (this.xxh(data) !== this.done[i]) {
-            this.done[i] = null
-            this.doneByteCount -= data.length
-            this.record.chunks[i] = null
-            this.opts.emit({type: 'warning', path: this.record.path, message: `chunk ${i} of ${this.record.path} changed on disk; fetching it again`})
-            break
+          const first = this.hashedChunks
+          let last = first + 1
+          while (last < this.done.length && last - first < batchChunks && this.done[last] !== null) last++
+          const start = first * chunk
+          const end = chunkBounds(last - 1, this.record.size, chunk).end
+          buffer ??= Buffer.allocUnsafe(Math.min(batchChunks * chunk, this.record.size))
+          const got = await readInto(this.fh, buffer, end - start, start)
+          let mismatch = false
+          for (let i = first; i < last; i++) {
+            // The loop may have been overtaken (a chunk hashed in memory meanwhile): skip ahead.
+            if (i < this.hashedChunks) continue
+            const b = chunkBounds(i, this.record.size, chunk)
+            const data = buffer.subarray(b.start - start, b.end - start)
+            if (b.end - start > got || this.xxh(data) !== this.done[i]) {
+              this.done[i] = null
+              this.writtenPrefix = Math.min(this.writtenPrefix, i)
+              this.doneByteCount -= b.end - b.start
+              this.record.chunks[i] = null
+              this.opts.emit({type: 'warning', path: this.record.path, message: `chunk ${i} of ${this.record.path} changed on disk; fetching it again`})
+              mismatch = true
+              break
+            }
+            this.hasher.update(data)
+            this.hashedChunks++
+            this.noteHashed()
           }
-          this.hasher.update(data)
-          this.hashedChunks++
+          if (mismatch) break
         }
       } finally {
         this.drainActive = false
@@ -482,15 +572,14 @@ export class ChunkedDownload {
   async checkpoint(): Promise<void> {
     await Promise.allSettled([...this.writes])
     const snapshot = [...this.done]
-    const hashedChunks = this.hashedChunks
-    // A chunk hashed from memory may still be on its way to disk: then keep the older state.
-    const state = snapshot.slice(0, hashedChunks).every((c) => c !== null) ? this.hasher.save() : undefined
+    // The newest state whose bytes are all written: it never covers a chunk still on its way to disk.
+    const state = this.durableState
     this.lastCheckpointAt = performance.now()
     this.bytesSinceCheckpoint = 0
     await this.fh.datasync()
     crashPoint('after-data-fsync')
     for (let i = 0; i < snapshot.length; i++) if (snapshot[i] !== null && this.done[i] !== null) this.record.chunks[i] = snapshot[i]
-    if (state && state.offsetBytes === Math.min(this.record.size, hashedChunks * this.record.chunkSizeBytes)) this.record.sha256State = state
+    if (state && state.offsetBytes <= prefixLength(snapshot, this.record)) this.record.sha256State = state
     if (this.record.status === 'pending') this.record.status = 'partial'
     await this.opts.journal.flush()
   }
@@ -507,6 +596,13 @@ export class ChunkedDownload {
     return this.doneByteCount
   }
 }
+
+/** Smallest piece a connection takes with --connections > 1; at most MAX_PIECES pieces per file. */
+const PIECE_MIN_BYTES = 16 * 1024 * 1024
+const MAX_PIECES = 256
+
+/** Read-back batch for hashing chunks that finished out of order. */
+const DRAIN_BATCH_BYTES = 8 * 1024 * 1024
 
 /** Chunks handed to the disk at once per file: enough to overlap network and disk, bounded memory. */
 const MAX_WRITES_IN_FLIGHT = 4
@@ -533,6 +629,16 @@ function prefixLength(chunks: Array<string | null>, record: FileRecord): number 
   let i = 0
   while (i < chunks.length && chunks[i] !== null) i++
   return Math.min(record.size, i * record.chunkSizeBytes)
+}
+
+async function readInto(fh: FileHandle, buffer: Buffer, length: number, position: number): Promise<number> {
+  let read = 0
+  while (read < length) {
+    const {bytesRead} = await fh.read(buffer, read, length - read, position + read)
+    if (bytesRead === 0) break
+    read += bytesRead
+  }
+  return read
 }
 
 async function readChunk(fh: FileHandle, record: FileRecord, index: number): Promise<Buffer> {

@@ -1,3 +1,4 @@
+import {createHash} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
@@ -11,7 +12,7 @@ export async function journalClaimsProblems(modelDir: string): Promise<{problems
   const stateDir = path.join(modelDir, '.ms-resume')
   const problems: string[] = []
   const durablePrefix: Record<string, number> = {}
-  let doc: {files: Record<string, {path: string; size: number; status: string; chunkSizeBytes: number; chunks: Array<string | null>; partialName?: string}>}
+  let doc: {files: Record<string, {path: string; size: number; sha256: string; status: string; chunkSizeBytes: number; chunks: Array<string | null>; partialName?: string}>}
   try {
     doc = JSON.parse(await fs.readFile(path.join(stateDir, 'journal-v1.json'), 'utf8'))
   } catch (error) {
@@ -30,7 +31,10 @@ export async function journalClaimsProblems(modelDir: string): Promise<{problems
     try {
       data = await fs.readFile(partial)
     } catch {
-      problems.push(`${r.path}: journal claims chunks but the partial is missing`)
+      // Finalize renames the verified partial and marks the record complete in a batched write:
+      // killed in between, the claimed bytes are at the final path (the next run adopts them).
+      const final = await fs.readFile(path.join(modelDir, ...r.path.split('/'))).catch(() => undefined)
+      if (!final || createHash('sha256').update(final).digest('hex') !== r.sha256) problems.push(`${r.path}: journal claims chunks but the partial is missing`)
       continue
     }
     r.chunks.forEach((sum, i) => {
