@@ -23,8 +23,8 @@ export interface JobContext extends Omit<TransferOptions, 'connections'> {
   stateDir: string
   /** Level for files the journal already has complete. */
   check: CheckLevel
-  /** Connections for this file size. */
-  connectionsFor(sizeBytes: number): number
+  /** Connections for this file size, and whether they are added only as needed. */
+  connectionsFor(sizeBytes: number): {connections: number; adaptive: boolean}
   /** True when the journal was lost: partials on disk are taken on trust, the SHA-256 decides. */
   adoptUnknownPartials: boolean
   /** Re-reads the listing after the hub said a file changed; undefined when it is gone. */
@@ -41,6 +41,10 @@ export interface FileOutcome {
   /** A complete file failed its check and was repaired. */
   repaired: boolean
   check?: FileCheck
+}
+
+function connectionOptions(c: {connections: number; adaptive: boolean}): {connections: number; adaptiveConnections: boolean} {
+  return {connections: c.connections, adaptiveConnections: c.adaptive}
 }
 
 export function newRecord(file: HubFile): FileRecord {
@@ -148,7 +152,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     let found: string
     const savedState = record.sha256State
     try {
-      const download = await ChunkedDownload.prepare(record, fh, {...ctx, connections: ctx.connectionsFor(record.size)}, ctx.adoptUnknownPartials)
+      const download = await ChunkedDownload.prepare(record, fh, {...ctx, ...connectionOptions(ctx.connectionsFor(record.size))}, ctx.adoptUnknownPartials)
       const resumedBytes = download.resumedBytes
       if (resumedBytes > 0) ctx.emit({type: 'resume', path: record.path, offsetBytes: resumedBytes, size: record.size})
       ctx.emit({type: 'file-start', path: record.path, size: record.size, offsetBytes: resumedBytes})

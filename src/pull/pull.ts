@@ -82,7 +82,7 @@ export interface PullSummary {
 
 /** Above this size a file is fetched over several connections unless --connections says otherwise. */
 export const SEGMENTED_THRESHOLD_BYTES = 64 * 1024 * 1024
-export const AUTO_CONNECTIONS = 4
+export const AUTO_CONNECTIONS = 8
 
 /**
  * `ms-resume pull`: list, plan, lock, then bring every file to its final path verified. Files run
@@ -162,8 +162,9 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       check: opts.check ?? 'size',
       adoptUnknownPartials: Boolean(opened.recovered),
       connectionsFor: (size) => {
-        if (opts.connections && opts.connections > 0) return opts.connections
-        return size >= SEGMENTED_THRESHOLD_BYTES ? AUTO_CONNECTIONS : 1
+        if (opts.connections && opts.connections > 0) return {connections: opts.connections, adaptive: false}
+        // Automatic: one connection, more (up to AUTO_CONNECTIONS) only while each one is slow.
+        return size >= SEGMENTED_THRESHOLD_BYTES ? {connections: AUTO_CONNECTIONS, adaptive: true} : {connections: 1, adaptive: false}
       },
       relist: async (filePath) => {
         const fresh = await withRetries(() => hub.listFiles(opts.modelId, revision, run.signal), policy, run.signal, emit)

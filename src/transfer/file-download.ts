@@ -21,8 +21,13 @@ export interface TransferOptions {
   emit: EventSink
   signal: AbortSignal
   policy: RetryPolicy
-  /** Parallel ranged connections for this file. */
+  /** Parallel ranged connections for this file (the most, when adaptive). */
   connections: number
+  /**
+   * Start with one connection and add more (up to `connections`) only while each one is slow:
+   * a throttled CDN gets parallel ranges, a fast link keeps one stream and spends no CPU on more.
+   */
+  adaptiveConnections?: boolean
   limiter?: RateLimiter
   /** No body byte for this long: reconnect. */
   idleTimeoutMs: number
@@ -198,8 +203,7 @@ export class ChunkedDownload {
         if (round > 4) throw new MsrError('E_LOCAL', `Chunks of ${this.record.path} keep failing their read-back check.`, {path: this.record.path, hint: 'The disk may be failing; check it, then run again.'})
         if (this.done.includes(null)) {
           this.planSegments()
-          const workers = this.segments.map((seg) => this.runSegment(seg))
-          const results = await Promise.allSettled(workers)
+          const results = await this.runWorkers()
           await this.settleWrites()
           const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined
           if (failed) throw failed.reason
@@ -219,6 +223,37 @@ export class ChunkedDownload {
     } finally {
       this.opts.signal.removeEventListener('abort', onAbort)
       await this.checkpointing?.catch(() => {})
+    }
+  }
+
+  /** Runs a connection per planned segment, adding connections while each one is slow (adaptive). */
+  private async runWorkers(): Promise<PromiseSettledResult<void>[]> {
+    const workers: Promise<void>[] = this.segments.map((seg) => this.runSegment(seg))
+    let grow: NodeJS.Timeout | undefined
+    if (this.opts.adaptiveConnections && this.opts.connections > 1) {
+      let lastBytes = this.receivedBytes
+      let lastAt = performance.now()
+      grow = setInterval(() => {
+        const now = performance.now()
+        const perConnection = (this.receivedBytes - lastBytes) / ((now - lastAt) / 1000) / Math.max(1, this.segments.length)
+        lastBytes = this.receivedBytes
+        lastAt = now
+        if (this.segments.length >= this.opts.connections || perConnection >= ADAPTIVE_FAST_BYTES_PER_SEC || this.abort.signal.aborted) return
+        // Double while slow: 1, 2, 4, 8 connections within a few seconds on a throttled link.
+        const add = Math.min(this.opts.connections - this.segments.length, Math.max(1, this.segments.length))
+        for (let i = 0; i < add; i++) {
+          const seg = this.segmentForNewConnection()
+          if (seg) workers.push(this.runSegment(seg))
+        }
+      }, ADAPTIVE_INTERVAL_MS)
+    }
+    try {
+      let results: PromiseSettledResult<void>[] = []
+      // Workers may be added while we wait: settle until no new one appeared.
+      while (results.length < workers.length) results = await Promise.allSettled([...workers])
+      return results
+    } finally {
+      if (grow) clearInterval(grow)
     }
   }
 
@@ -248,10 +283,10 @@ export class ChunkedDownload {
       if (last && last.end === i) last.end = i + 1
       else runs.push({next: i, end: i + 1})
     }
-    const want = Math.max(1, this.opts.connections)
+    const want = this.opts.adaptiveConnections ? 1 : Math.max(1, this.opts.connections)
     let pieces = runs
     if (want > 1) {
-      const pieceChunks = Math.max(Math.ceil(PIECE_MIN_BYTES / this.record.chunkSizeBytes), Math.ceil(this.done.length / MAX_PIECES))
+      const pieceChunks = this.pieceChunks()
       pieces = []
       for (const run of runs) {
         for (let start = run.next; start < run.end; start += pieceChunks) pieces.push({next: start, end: Math.min(run.end, start + pieceChunks)})
@@ -273,10 +308,35 @@ export class ChunkedDownload {
 
   private queue: Segment[] = []
 
+  private pieceChunks(): number {
+    return Math.max(Math.ceil(PIECE_MIN_BYTES / this.record.chunkSizeBytes), Math.ceil(this.done.length / MAX_PIECES))
+  }
+
+  /**
+   * A connection added while the download runs: the running request keeps one piece, the rest of
+   * its range is cut into pieces in file order, and connections take them from the queue.
+   */
+  private segmentForNewConnection(): Segment | undefined {
+    if (this.queue.length > 0) return this.queue.shift()
+    const piece = this.pieceChunks()
+    let victim: Segment | undefined
+    for (const seg of this.segments) if (!victim || seg.end - seg.next > victim.end - victim.next) victim = seg
+    if (!victim || victim.end - victim.next < 2 * piece) return this.nextSegment()
+    const rest = {next: victim.next + piece, end: victim.end}
+    victim.end = rest.next
+    for (let start = rest.next; start < rest.end; start += piece) this.queue.push({next: start, end: Math.min(rest.end, start + piece)})
+    const seg = this.queue.shift()!
+    this.segments.push(seg)
+    return seg
+  }
+
   /** An idle connection takes a queued run, or the back half of the largest one still in flight. */
   private nextSegment(): Segment | undefined {
     const queued = this.queue.shift()
-    if (queued) return queued
+    if (queued) {
+      this.segments.push(queued)
+      return queued
+    }
     let victim: Segment | undefined
     for (const seg of this.segments) if (!victim || seg.end - seg.next > victim.end - victim.next) victim = seg
     // Leave the owner at least the chunk it is receiving now.
@@ -596,6 +656,10 @@ export class ChunkedDownload {
     return this.doneByteCount
   }
 }
+
+/** Adaptive connections: checked this often, added while each connection is slower than this. */
+const ADAPTIVE_INTERVAL_MS = 1000
+const ADAPTIVE_FAST_BYTES_PER_SEC = 32 * 1024 * 1024
 
 /** Smallest piece a connection takes with --connections > 1; at most MAX_PIECES pieces per file. */
 const PIECE_MIN_BYTES = 16 * 1024 * 1024
