@@ -6,21 +6,10 @@ import {expect} from 'chai'
 import {HubEmulator} from '../support/emulator.js'
 import {exists, makeTmpDir, runCli, startCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
+import {mulberry32} from '../support/process.js'
 
 const MODEL = 'acme/killme'
 const MiB = 1024 * 1024
-
-/** Small seeded PRNG so a failing seed can be replayed. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 describe('pull killed with SIGKILL at random moments', function () {
   const KILLS = Number(process.env.MS_RESUME_SOAK_KILLS ?? 20)
