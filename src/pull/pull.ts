@@ -1,3 +1,4 @@
+import {setMaxListeners} from 'node:events'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
@@ -130,6 +131,8 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     onWait: (holder) => emit({type: 'waiting-lock', holder}),
   })
   const run = new AbortController()
+  // Every file in flight and every connection listens to it: more than Node's default of 10 is normal.
+  setMaxListeners(0, run.signal)
   const onAbort = () => run.abort(signal.reason)
   signal.addEventListener('abort', onAbort, {once: true})
   lock.lost.addEventListener('abort', () => run.abort(new MsrError('E_LOCKED', 'Lost the model lock to another process.', {hint: 'Make sure only one ms-resume pulls this model into this place, then run again.'})), {once: true})

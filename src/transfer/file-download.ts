@@ -1,3 +1,4 @@
+import {setMaxListeners} from 'node:events'
 import type {FileHandle} from 'node:fs/promises'
 
 import {MsrError, fromFsError, isMsrError} from '../errors.js'
@@ -88,6 +89,8 @@ export class ChunkedDownload {
     xxh: (data: Uint8Array) => string,
   ) {
     this.xxh = xxh
+    // One listener per connection and per retry wait: up to 32 connections is normal, not a leak.
+    setMaxListeners(0, this.abort.signal)
     this.done = [...record.chunks]
     this.done.forEach((sum, i) => {
       if (sum !== null) this.doneByteCount += chunkBounds(i, record.size, record.chunkSizeBytes).end - i * record.chunkSizeBytes

@@ -109,6 +109,18 @@ describe('pull', function () {
     expect(rec.sha256).to.equal(emu.sha256Of(MODEL, 'weights/model-00001.safetensors'))
   })
 
+  it('--quiet stays silent with many files in flight (no MaxListeners warning on stderr)', async () => {
+    await emu.stop()
+    const many = Array.from({length: 40}, (_, i) => ({path: `shard/f${i}.bin`, size: 3000 + i}))
+    emu = await HubEmulator.start({models: [{id: MODEL, files: many}]})
+    const dir = path.join(home, 'out')
+    const res = await pull(['--local-dir', dir, '--concurrency', '32', '--quiet'])
+    expect(res.code, res.stderr).to.equal(0)
+    expect(res.stdout).to.equal('')
+    expect(res.stderr).to.equal('')
+    expect(await listFiles(dir)).to.have.length(40)
+  })
+
   it('--dry-run lists what would be downloaded and writes nothing', async () => {
     const dir = path.join(home, 'out')
     const res = await pull(['--local-dir', dir, '--dry-run'])
