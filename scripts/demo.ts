@@ -55,8 +55,9 @@ const out = path.join(os.tmpdir(), 'ms-resume-demo')
 await fs.rm(out, {recursive: true, force: true})
 process.stderr.write(`[demo] hub emulator on ${emu.url}; files go to ${out}\n`)
 try {
-  const common = ['--endpoint', emu.url, '--local-dir', out, '--timeout', '3']
-  await run(['pull', MODEL, ...common], {interruptAfterMs: 6000})
+  // --max-speed keeps the demo slow enough to interrupt half-way, whatever this machine's loopback does.
+  const common = ['--endpoint', emu.url, '--local-dir', out, '--timeout', '3', '--max-speed', '40M']
+  await run(['pull', MODEL, ...common], {interruptAfterMs: 3500})
   const code = await run(['pull', MODEL, ...common])
   const verified = await run(['verify', MODEL, '--local-dir', out, '--level', 'fast'])
   process.stderr.write(`\n[demo] ${code === 0 && verified === 0 ? 'done: pulled, resumed and verified' : 'something failed, see above'}. Files: ${out}\n`)
