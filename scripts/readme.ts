@@ -2,6 +2,7 @@
  * Regenerates the parts of the docs that the code already knows, so they cannot drift:
  *   README.md        between <!-- commands --> and <!-- commandsstop -->: every command's help
  *   docs/errors.md   between <!-- errors --> and <!-- errorsstop -->: the error-code table
+ *   README.md        the same table between the same markers
  * `npm run readme` runs it (after a build: commands are loaded from dist/ as the CLI loads them);
  * test/integration/docs.test.ts fails when the committed text differs from what it would write.
  */
@@ -76,7 +77,8 @@ function slug(heading: string): string {
 async function main(): Promise<void> {
   const readme = path.join(REPO_ROOT, 'README.md')
   const errors = path.join(REPO_ROOT, 'docs', 'errors.md')
-  await fs.writeFile(readme, replaceBetween(await fs.readFile(readme, 'utf8'), COMMANDS_MARKERS, await commandReference()))
+  const readmeText = replaceBetween(await fs.readFile(readme, 'utf8'), COMMANDS_MARKERS, await commandReference())
+  await fs.writeFile(readme, replaceBetween(readmeText, ERRORS_MARKERS, errorTable()))
   await fs.writeFile(errors, replaceBetween(await fs.readFile(errors, 'utf8'), ERRORS_MARKERS, errorTable()))
   process.stdout.write(`updated ${path.relative(process.cwd(), readme)} and ${path.relative(process.cwd(), errors)}\n`)
 }

@@ -19,6 +19,10 @@ describe('docs generated from the code are up to date', function () {
     expect(sectionBetween(await read('README.md'), COMMANDS_MARKERS), STALE).to.equal(await commandReference())
   })
 
+  it('README.md: the error-code table is the generated one', async () => {
+    expect(sectionBetween(await read('README.md'), ERRORS_MARKERS), STALE).to.equal(errorTable())
+  })
+
   it('docs/errors.md: the table lists every error code with its exit code', async () => {
     const doc = await read('docs/errors.md')
     expect(sectionBetween(doc, ERRORS_MARKERS), STALE).to.equal(errorTable())
