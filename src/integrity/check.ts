@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises'
 
 import {chunkBounds, loadXxh64} from './chunks.js'
+import {readFully} from '../store/read-fully.js'
 import {sha256FileHex} from './sha256.js'
 
 export type CheckLevel = 'size' | 'fast' | 'full'
@@ -76,31 +77,35 @@ export async function checkFile(filePath: string, expected: ExpectedFile, level:
   }
 }
 
-/**
- * Chunks whose bytes on disk no longer match their xxh64 (missing bytes count as damaged). Two
- * buffers alternate so the next batch is read (on libuv's pool) while this one is hashed: the
- * `fast` level is bound by reads from the page cache, not by xxh64.
- */
+/** Chunks whose bytes on disk no longer match their xxh64 (missing bytes count as damaged). */
 export async function localiseDamage(filePath: string, expected: ExpectedFile): Promise<DamagedRange[] | undefined> {
   const count = Math.ceil(expected.size / expected.chunkSizeBytes)
   if (expected.chunks.length !== count) return undefined
-  const xxh = await loadXxh64()
+  const sums = await chunkSumsOnDisk(filePath, expected.size, expected.chunkSizeBytes)
   const damaged: DamagedRange[] = []
+  sums.forEach((sum, i) => {
+    if (sum !== expected.chunks[i]) damaged.push({chunk: i, ...chunkBounds(i, expected.size, expected.chunkSizeBytes)})
+  })
+  return damaged
+}
+
+/**
+ * The xxh64 of every chunk of the file as it is on disk (null for a chunk the file is too short to
+ * hold). Two buffers alternate so the next batch is read (on libuv's pool) while this one is
+ * hashed: the `fast` level is bound by reads from the page cache, not by xxh64.
+ */
+export async function chunkSumsOnDisk(filePath: string, size: number, chunkSizeBytes: number): Promise<Array<string | null>> {
+  const count = Math.ceil(size / chunkSizeBytes)
+  const xxh = await loadXxh64()
+  const sums: Array<string | null> = []
   const fh = await fs.open(filePath, 'r')
-  const perRead = Math.max(1, Math.floor(READ_BYTES / expected.chunkSizeBytes))
-  const batchBytes = Math.min(expected.size, perRead * expected.chunkSizeBytes)
+  const perRead = Math.max(1, Math.floor(READ_BYTES / chunkSizeBytes))
+  const batchBytes = Math.min(size, perRead * chunkSizeBytes)
   const buffers = [Buffer.allocUnsafeSlow(batchBytes), Buffer.allocUnsafeSlow(batchBytes)]
   /** Reads chunks [first, first + perRead) into buf; resolves to the bytes read (short at EOF). */
-  const readBatch = async (first: number, buf: Buffer): Promise<number> => {
-    const start = first * expected.chunkSizeBytes
-    const want = Math.min(expected.size, (first + perRead) * expected.chunkSizeBytes) - start
-    let got = 0
-    while (got < want) {
-      const {bytesRead} = await fh.read(buf, got, want - got, start + got)
-      if (bytesRead === 0) break
-      got += bytesRead
-    }
-    return got
+  const readBatch = (first: number, buf: Buffer): Promise<number> => {
+    const start = first * chunkSizeBytes
+    return readFully(fh, buf, Math.min(size, (first + perRead) * chunkSizeBytes) - start, start)
   }
   let pending: Promise<number> | undefined
   try {
@@ -110,12 +115,10 @@ export async function localiseDamage(filePath: string, expected: ExpectedFile): 
       const got = await pending!
       pending = first + perRead < count ? readBatch(first + perRead, buffers[which ^ 1]) : undefined
       const buf = buffers[which]
-      const start = first * expected.chunkSizeBytes
+      const start = first * chunkSizeBytes
       for (let i = first; i < Math.min(count, first + perRead); i++) {
-        const b = chunkBounds(i, expected.size, expected.chunkSizeBytes)
-        const from = b.start - start
-        const to = b.end - start
-        if (to > got || xxh(buf.subarray(from, to)) !== expected.chunks[i]) damaged.push({chunk: i, start: b.start, end: b.end})
+        const b = chunkBounds(i, size, chunkSizeBytes)
+        sums.push(b.end - start > got ? null : xxh(buf.subarray(b.start - start, b.end - start)))
       }
       which ^= 1
     }
@@ -123,5 +126,5 @@ export async function localiseDamage(filePath: string, expected: ExpectedFile): 
     if (pending) await pending.catch(() => {})
     await fh.close()
   }
-  return damaged
+  return sums
 }

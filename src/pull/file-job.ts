@@ -4,8 +4,8 @@ import path from 'node:path'
 
 import {MsrError, fromFsError, isMsrError} from '../errors.js'
 import type {HubFile} from '../hub/types.js'
-import {type CheckLevel, type ExpectedFile, type FileCheck, checkFile} from '../integrity/check.js'
-import {chunkBounds, chunkCount, chunkSizeFor, loadXxh64} from '../integrity/chunks.js'
+import {type CheckLevel, type ExpectedFile, type FileCheck, checkFile, chunkSumsOnDisk} from '../integrity/check.js'
+import {chunkCount, chunkSizeFor} from '../integrity/chunks.js'
 import {sha256FileHex} from '../integrity/sha256.js'
 import type {FileRecord} from '../journal/schema.js'
 import {moveIntoPlace} from '../store/finalize.js'
@@ -248,27 +248,10 @@ async function completeRecordFromDisk(file: HubFile, finalPath: string): Promise
   return {...record, chunks: sums, status: 'complete', completedAt: now, checkedAt: now}
 }
 
-export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord, 'path' | 'size' | 'sha256' | 'chunkSizeBytes'>): Promise<string[]> {
-  const xxh = await loadXxh64()
-  const count = chunkCount(record.size, record.chunkSizeBytes)
-  const sums: string[] = []
-  const fh = await fs.open(filePath, 'r')
-  try {
-    const buf = Buffer.allocUnsafe(record.chunkSizeBytes)
-    for (let i = 0; i < count; i++) {
-      const {start, end} = chunkBounds(i, record.size, record.chunkSizeBytes)
-      let got = 0
-      while (got < end - start) {
-        const {bytesRead} = await fh.read(buf, got, end - start - got, start + got)
-        if (bytesRead === 0) throw new MsrError('E_LOCAL', `${filePath} shrank while being read.`, {path: record.path})
-        got += bytesRead
-      }
-      sums.push(xxh(buf.subarray(0, got)))
-    }
-  } finally {
-    await fh.close()
-  }
-  return sums
+export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord, 'path' | 'size' | 'chunkSizeBytes'>): Promise<string[]> {
+  const sums = await chunkSumsOnDisk(filePath, record.size, record.chunkSizeBytes)
+  if (sums.includes(null)) throw new MsrError('E_LOCAL', `${filePath} shrank while being read.`, {path: record.path})
+  return sums as string[]
 }
 
 /**

@@ -10,7 +10,7 @@ import {type Manifest, buildManifest, writeManifest} from '../integrity/manifest
 import {Journal} from '../journal/journal.js'
 import {removeStrayTempFiles} from '../journal/durable-file.js'
 import {acquireModelLock} from '../journal/lock.js'
-import {durableBytes} from '../journal/schema.js'
+import {type FileRecord, durableBytes} from '../journal/schema.js'
 import {MANIFEST_FILE, type ModelLocation, PARTIAL_DIR, modelIdOf} from '../store/layout.js'
 import {assertNoCollisions, assertSafeRepoPath, resolveInside} from '../store/safe-path.js'
 import {RateLimiter, sleep} from '../transfer/rate-limiter.js'
@@ -113,13 +113,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   if (opts.dryRun) {
     // Read-only: the journal is peeked at, nothing is created, locked or written.
     const {doc} = await Journal.peek(location.stateDir)
-    summary.plan = files.map((f) => {
-      const r = doc?.files[f.path]
-      const same = r && r.sha256 === f.sha256 && r.size === f.size
-      if (same && r.status === 'complete') return {path: f.path, size: f.size, remainingBytes: 0, state: 'complete'}
-      if (same && r.status !== 'pending') return {path: f.path, size: f.size, remainingBytes: f.size - durableBytes(r), state: 'partial'}
-      return {path: f.path, size: f.size, remainingBytes: f.size, state: 'new'}
-    })
+    summary.plan = files.map((f) => planFile(f, doc?.files[f.path]))
     summary.elapsedMs = Math.round(performance.now() - started)
     return summary
   }
@@ -146,11 +140,8 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     await removeStrayTempFiles(path.join(location.stateDir, MANIFEST_FILE))
     if (opened.recovered) emit({type: 'recovered-journal', ...opened.recovered})
     if (opts.repairFromManifest && opts.manifest) seedFromManifest(journal, opts.manifest, files)
-    await checkFreeSpace(location, files, journal)
-    const toDownloadBytes = files.reduce((n, f) => {
-      const r = journal!.get(f.path)
-      return n + (r && r.sha256 === f.sha256 ? (r.status === 'complete' ? 0 : f.size - durableBytes(r)) : f.size)
-    }, 0)
+    const toDownloadBytes = files.reduce((n, f) => n + planFile(f, journal!.get(f.path)).remainingBytes, 0)
+    await checkFreeSpace(location, toDownloadBytes)
     emit({type: 'start', modelId: opts.modelId, revision, endpoint: hub.endpoint, modelDir: location.modelDir, files: files.length, totalBytes, toDownloadBytes})
 
     const limiter = opts.maxBytesPerSec ? new RateLimiter(opts.maxBytesPerSec) : undefined
@@ -285,14 +276,16 @@ async function writeProblemOfAncestor(dir: string): Promise<unknown> {
   }
 }
 
+/** What a file still needs, from its journal record (a record of another version counts as none). */
+function planFile(f: HubFile, r: FileRecord | undefined): PlannedFile {
+  const same = r !== undefined && r.sha256 === f.sha256 && r.size === f.size
+  if (same && r.status === 'complete') return {path: f.path, size: f.size, remainingBytes: 0, state: 'complete'}
+  if (same && r.status !== 'pending') return {path: f.path, size: f.size, remainingBytes: f.size - durableBytes(r), state: 'partial'}
+  return {path: f.path, size: f.size, remainingBytes: f.size, state: 'new'}
+}
+
 /** Refuses to start a pull that cannot fit, instead of dying at 97%. */
-async function checkFreeSpace(location: ModelLocation, files: HubFile[], journal: Journal): Promise<void> {
-  let needed = 0
-  for (const f of files) {
-    const r = journal.get(f.path)
-    if (r?.status === 'complete' && r.sha256 === f.sha256) continue
-    needed += f.size - (r && r.sha256 === f.sha256 ? durableBytes(r) : 0)
-  }
+async function checkFreeSpace(location: ModelLocation, needed: number): Promise<void> {
   if (needed === 0) return
   const stats = await fs.statfs(location.stateDir)
   const free = Number(stats.bavail) * Number(stats.bsize)

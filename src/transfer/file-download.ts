@@ -8,7 +8,8 @@ import {chunkBounds, loadXxh64} from '../integrity/chunks.js'
 import {createResumableSha256, restoreSha256, type ResumableSha256, type SavedSha256State} from '../integrity/sha256.js'
 import {crashPoint} from '../journal/crash-points.js'
 import type {Journal} from '../journal/journal.js'
-import type {FileRecord} from '../journal/schema.js'
+import {type FileRecord, durableBytes, durablePrefixBytes} from '../journal/schema.js'
+import {readFully} from '../store/read-fully.js'
 import {judgeRangeReply, rangeHeader, strongEtag} from './content-range.js'
 import {openStream} from './http.js'
 import {type RateLimiter, abortError, sleep} from './rate-limiter.js'
@@ -92,9 +93,7 @@ export class ChunkedDownload {
     // One listener per connection and per retry wait: up to 32 connections is normal, not a leak.
     setMaxListeners(0, this.abort.signal)
     this.done = [...record.chunks]
-    this.done.forEach((sum, i) => {
-      if (sum !== null) this.doneByteCount += chunkBounds(i, record.size, record.chunkSizeBytes).end - i * record.chunkSizeBytes
-    })
+    this.doneByteCount = durableBytes(record)
   }
 
   /**
@@ -141,7 +140,7 @@ export class ChunkedDownload {
     let claimedEnd = 0
     for (let i = chunks.length - 1; i >= 0 && claimedEnd === 0; i--) if (chunks[i] !== null) claimedEnd = chunkBounds(i, record.size, record.chunkSizeBytes).end
     if (fileBytes > claimedEnd) await fh.truncate(claimedEnd)
-    const prefixBytes = prefixLength(chunks, record)
+    const prefixBytes = durablePrefixBytes(record)
     if (saved && saved.offsetBytes <= prefixBytes && (saved.offsetBytes % record.chunkSizeBytes === 0 || saved.offsetBytes === record.size)) {
       hasher = await restoreSha256(saved)
     }
@@ -186,7 +185,7 @@ export class ChunkedDownload {
     this.pendingStates = []
     this.durableState = undefined
     delete this.record.sha256State
-    this.opts.emit({type: 'rehash', path: this.record.path, bytes: prefixLength(this.done, this.record), reason: 'partial changed on disk'})
+    this.opts.emit({type: 'rehash', path: this.record.path, bytes: durablePrefixBytes({...this.record, chunks: this.done}), reason: 'partial changed on disk'})
   }
 
   /** Bytes already durable on disk (not necessarily contiguous with segmented downloads). */
@@ -599,7 +598,7 @@ export class ChunkedDownload {
           const start = first * chunk
           const end = chunkBounds(last - 1, this.record.size, chunk).end
           buffer ??= Buffer.allocUnsafe(Math.min(batchChunks * chunk, this.record.size))
-          const got = await readInto(this.fh, buffer, end - start, start)
+          const got = await readFully(this.fh, buffer, end - start, start)
           let mismatch = false
           for (let i = first; i < last; i++) {
             // The loop may have been overtaken (a chunk hashed in memory meanwhile): skip ahead.
@@ -642,7 +641,7 @@ export class ChunkedDownload {
     await this.fh.datasync()
     crashPoint('after-data-fsync')
     for (let i = 0; i < snapshot.length; i++) if (snapshot[i] !== null && this.done[i] !== null) this.record.chunks[i] = snapshot[i]
-    if (state && state.offsetBytes <= prefixLength(snapshot, this.record)) this.record.sha256State = state
+    if (state && state.offsetBytes <= durablePrefixBytes({...this.record, chunks: snapshot})) this.record.sha256State = state
     if (this.record.status === 'pending') this.record.status = 'partial'
     await this.opts.journal.flush()
   }
@@ -692,31 +691,10 @@ async function writeFully(fh: FileHandle, data: Buffer, position: number): Promi
   }
 }
 
-function prefixLength(chunks: Array<string | null>, record: FileRecord): number {
-  let i = 0
-  while (i < chunks.length && chunks[i] !== null) i++
-  return Math.min(record.size, i * record.chunkSizeBytes)
-}
-
-async function readInto(fh: FileHandle, buffer: Buffer, length: number, position: number): Promise<number> {
-  let read = 0
-  while (read < length) {
-    const {bytesRead} = await fh.read(buffer, read, length - read, position + read)
-    if (bytesRead === 0) break
-    read += bytesRead
-  }
-  return read
-}
-
 async function readChunk(fh: FileHandle, record: FileRecord, index: number): Promise<Buffer> {
   const {start, end} = chunkBounds(index, record.size, record.chunkSizeBytes)
   const buf = Buffer.allocUnsafe(end - start)
-  let read = 0
-  while (read < buf.length) {
-    const {bytesRead} = await fh.read(buf, read, buf.length - read, start + read)
-    if (bytesRead === 0) break
-    read += bytesRead
-  }
+  const read = await readFully(fh, buf, buf.length, start)
   return read === buf.length ? buf : buf.subarray(0, read)
 }
 
