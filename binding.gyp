@@ -3,7 +3,7 @@
     {
       "target_name": "sha256_ctx",
       "sources": ["native/sha256_ctx.c"],
-      "cflags": ["-Wall", "-Wextra"],
+      "cflags": ["-Wall", "-Wextra", "-O3"],
       "xcode_settings": {
         "OTHER_LDFLAGS": ["-undefined", "dynamic_lookup"]
       }

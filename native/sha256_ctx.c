@@ -13,6 +13,21 @@
  *                                       hashes data in place (no copy of data); ctx is updated
  *   final(ctx: Buffer): Buffer          the 32-byte digest; ctx itself is left unchanged
  *   bytes(ctx: Buffer): number          bytes hashed so far, or -1 if ctx is not a valid context
+ *   xxh64(data): string                 XXH64 (seed 0) of data, 16 hex digits
+ *   hashChunk(ctx: Buffer | null, data, chunkSize?): Promise<{sums: string[], ctx?: Buffer}>
+ *                                       on libuv's thread pool: the XXH64 of every chunkSize piece of
+ *                                       data (one piece without chunkSize) and, with a ctx,
+ *                                       SHA256_Update(ctx, data); ctx is written back when the work
+ *                                       completes and a copy of it is returned. The caller must not
+ *                                       touch ctx or data until the promise settles, and must not
+ *                                       start a second update of the same ctx before it does.
+ *   alignmentOffset(buffer, align): number
+ *                                       bytes to skip from the start of buffer to reach an address that
+ *                                       is a multiple of align (a power of two): for O_DIRECT writes
+ *   xxh64File(fd, start, length, chunkSize): Promise<Array<string | null>>
+ *                                       on the thread pool: pread()s [start, start + length) and
+ *                                       returns the XXH64 of each chunkSize piece (the last may be
+ *                                       shorter); null for a piece the file is too short to hold.
  *
  * Every entry point validates the context (length, md_len, num, bit counters) before handing it to
  * OpenSSL, because a context may come from a journal on disk: a corrupted `num` would otherwise make
@@ -25,6 +40,11 @@
 #include <openssl/sha.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdlib.h>
+#include <errno.h>
+#include <unistd.h>
+
+#include "xxh64.h"
 
 #define CHECK(env, call)                                                    \
   do {                                                                      \
@@ -221,6 +241,306 @@ static napi_value js_bytes(napi_env env, napi_callback_info info) {
   return result;
 }
 
+
+static void hex16(uint64_t h, char out[17]) {
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 15; i >= 0; i--) {
+    out[i] = digits[h & 15];
+    h >>= 4;
+  }
+  out[16] = 0;
+}
+
+static napi_value js_xxh64(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) THROW_TYPE(env, "xxh64(data) needs one argument");
+  const uint8_t *ptr = NULL;
+  size_t len = 0;
+  if (!get_bytes(env, argv[0], &ptr, &len)) return NULL;
+  char hex[17];
+  hex16(ms_xxh64(ptr, len, 0), hex);
+  napi_value result;
+  CHECK(env, napi_create_string_latin1(env, hex, 16, &result));
+  return result;
+}
+
+/* ---- hashChunk: XXH64 (+ SHA256_Update) of one chunk on the thread pool ---- */
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref data_ref;
+  napi_ref ctx_ref; /* NULL without a ctx */
+  void *ctx_data;   /* the ctx Buffer's bytes, written back on completion */
+  SHA256_CTX ctx;
+  const uint8_t *ptr;
+  size_t len;
+  size_t piece;
+  size_t count;
+  uint64_t *sums;
+  int sha_failed;
+} chunk_job;
+
+static void chunk_execute(napi_env env, void *arg) {
+  (void)env;
+  chunk_job *job = (chunk_job *)arg;
+  for (size_t i = 0; i < job->count; i++) {
+    size_t from = i * job->piece;
+    size_t n = job->len - from < job->piece ? job->len - from : job->piece;
+    job->sums[i] = ms_xxh64(job->ptr + from, n, 0);
+  }
+  if (job->ctx_ref != NULL && job->len > 0 && SHA256_Update(&job->ctx, job->ptr, job->len) != 1) job->sha_failed = 1;
+}
+
+static void chunk_complete(napi_env env, napi_status status, void *arg) {
+  chunk_job *job = (chunk_job *)arg;
+  napi_value result = NULL;
+  napi_value error = NULL;
+  if (status != napi_ok || job->sha_failed) {
+    napi_value msg;
+    napi_create_string_utf8(env, job->sha_failed ? "SHA256_Update failed" : "hash work was cancelled", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &error);
+  } else {
+    napi_value sums;
+    napi_create_object(env, &result);
+    napi_create_array_with_length(env, job->count, &sums);
+    for (size_t i = 0; i < job->count; i++) {
+      char hex[17];
+      napi_value v;
+      hex16(job->sums[i], hex);
+      napi_create_string_latin1(env, hex, 16, &v);
+      napi_set_element(env, sums, (uint32_t)i, v);
+    }
+    napi_set_named_property(env, result, "sums", sums);
+    if (job->ctx_ref != NULL) {
+      memcpy(job->ctx_data, &job->ctx, sizeof(job->ctx));
+      napi_value copy;
+      napi_create_buffer_copy(env, sizeof(job->ctx), &job->ctx, NULL, &copy);
+      napi_set_named_property(env, result, "ctx", copy);
+    }
+  }
+  if (error != NULL) napi_reject_deferred(env, job->deferred, error);
+  else napi_resolve_deferred(env, job->deferred, result);
+  napi_delete_reference(env, job->data_ref);
+  if (job->ctx_ref != NULL) napi_delete_reference(env, job->ctx_ref);
+  napi_delete_async_work(env, job->work);
+  free(job->sums);
+  free(job);
+}
+
+static napi_value js_hash_chunk(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) THROW_TYPE(env, "hashChunk(ctx, data[, chunkSize]) needs two arguments");
+  int64_t piece = 0;
+  if (argc >= 3) {
+    napi_valuetype ptype;
+    if (napi_typeof(env, argv[2], &ptype) != napi_ok) THROW_TYPE(env, "bad chunkSize");
+    if (ptype != napi_undefined && (napi_get_value_int64(env, argv[2], &piece) != napi_ok || piece <= 0)) {
+      THROW_TYPE(env, "chunkSize must be a positive number");
+    }
+  }
+  chunk_job *job = (chunk_job *)calloc(1, sizeof(chunk_job));
+  if (job == NULL) {
+    napi_throw_error(env, "ERR_SHA256_CTX", "out of memory");
+    return NULL;
+  }
+  napi_valuetype type;
+  if (napi_typeof(env, argv[0], &type) != napi_ok) {
+    free(job);
+    napi_throw_error(env, "ERR_SHA256_CTX", "cannot read ctx");
+    return NULL;
+  }
+  if (type != napi_null && type != napi_undefined) {
+    job->ctx_data = read_ctx(env, argv[0], &job->ctx, 1);
+    if (job->ctx_data == NULL) {
+      free(job);
+      return NULL;
+    }
+  }
+  if (!get_bytes(env, argv[1], &job->ptr, &job->len)) {
+    free(job);
+    return NULL;
+  }
+  job->piece = piece > 0 ? (size_t)piece : (job->len > 0 ? job->len : 1);
+  job->count = job->len == 0 ? 1 : (job->len + job->piece - 1) / job->piece;
+  job->sums = (uint64_t *)calloc(job->count, sizeof(uint64_t));
+  if (job->sums == NULL) {
+    free(job);
+    napi_throw_error(env, "ERR_SHA256_CTX", "out of memory");
+    return NULL;
+  }
+  napi_value promise, name;
+  if (napi_create_reference(env, argv[1], 1, &job->data_ref) != napi_ok ||
+      (job->ctx_data != NULL && napi_create_reference(env, argv[0], 1, &job->ctx_ref) != napi_ok) ||
+      napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "msResumeHashChunk", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, chunk_execute, chunk_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_throw_error(env, "ERR_SHA256_CTX", "cannot queue hash work");
+    return NULL; /* job leaks on this (never seen) path rather than risk a double free */
+  }
+  return promise;
+}
+
+/* ---- xxh64File: chunk sums of a file range, read and hashed on the thread pool ---- */
+
+#define FILE_READ_BYTES (8u * 1024u * 1024u)
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  int fd;
+  int64_t start;
+  int64_t length;
+  int64_t chunk;
+  size_t count;
+  uint64_t *sums;
+  uint8_t *valid;
+  int err;
+} file_job;
+
+static void file_execute(napi_env env, void *arg) {
+  (void)env;
+  file_job *job = (file_job *)arg;
+  size_t per = job->chunk >= (int64_t)FILE_READ_BYTES ? 1 : (size_t)(FILE_READ_BYTES / (uint64_t)job->chunk);
+  size_t cap = per * (size_t)job->chunk;
+  if ((int64_t)cap > job->length) cap = (size_t)job->length;
+  uint8_t *buf = cap > 0 ? (uint8_t *)malloc(cap) : NULL;
+  if (cap > 0 && buf == NULL) {
+    job->err = ENOMEM;
+    return;
+  }
+  for (size_t first = 0; first < job->count; first += per) {
+    int64_t from = (int64_t)first * job->chunk;
+    int64_t want = (int64_t)per * job->chunk;
+    if (from + want > job->length) want = job->length - from;
+    int64_t got = 0;
+    while (got < want) {
+      ssize_t n = pread(job->fd, buf + got, (size_t)(want - got), (off_t)(job->start + from + got));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        job->err = errno;
+        free(buf);
+        return;
+      }
+      if (n == 0) break;
+      got += n;
+    }
+    for (size_t i = first; i < job->count && i < first + per; i++) {
+      int64_t a = (int64_t)i * job->chunk - from;
+      int64_t b = a + job->chunk;
+      if ((int64_t)i * job->chunk + job->chunk > job->length) b = job->length - from;
+      if (b > got) break; /* too short: this and later chunks stay invalid */
+      job->sums[i] = ms_xxh64(buf + a, (size_t)(b - a), 0);
+      job->valid[i] = 1;
+    }
+    if (got < want) break;
+  }
+  free(buf);
+}
+
+static void file_complete(napi_env env, napi_status status, void *arg) {
+  file_job *job = (file_job *)arg;
+  if (status != napi_ok || job->err != 0) {
+    napi_value msg, code, error;
+    const char *text = status != napi_ok ? "file hash work was cancelled" : strerror(job->err);
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &error);
+    if (job->err != 0) {
+      napi_value errnum;
+      napi_create_int32(env, job->err, &errnum);
+      napi_set_named_property(env, error, "errno", errnum);
+    }
+    (void)code;
+    napi_reject_deferred(env, job->deferred, error);
+  } else {
+    napi_value array, nul;
+    napi_create_array_with_length(env, job->count, &array);
+    napi_get_null(env, &nul);
+    for (size_t i = 0; i < job->count; i++) {
+      napi_value v = nul;
+      if (job->valid[i]) {
+        char hex[17];
+        hex16(job->sums[i], hex);
+        napi_create_string_latin1(env, hex, 16, &v);
+      }
+      napi_set_element(env, array, (uint32_t)i, v);
+    }
+    napi_resolve_deferred(env, job->deferred, array);
+  }
+  napi_delete_async_work(env, job->work);
+  free(job->sums);
+  free(job->valid);
+  free(job);
+}
+
+static napi_value js_xxh64_file(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) THROW_TYPE(env, "xxh64File(fd, start, length, chunkSize) needs four arguments");
+  int32_t fd;
+  int64_t start, length, chunk;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &start) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &length) != napi_ok || napi_get_value_int64(env, argv[3], &chunk) != napi_ok) {
+    THROW_TYPE(env, "xxh64File(fd, start, length, chunkSize) takes numbers");
+  }
+  if (fd < 0 || start < 0 || length < 0 || chunk <= 0 || chunk > ((int64_t)1 << 34)) {
+    napi_throw_range_error(env, "ERR_SHA256_CTX", "xxh64File: bad fd, range or chunk size");
+    return NULL;
+  }
+  file_job *job = (file_job *)calloc(1, sizeof(file_job));
+  if (job == NULL) {
+    napi_throw_error(env, "ERR_SHA256_CTX", "out of memory");
+    return NULL;
+  }
+  job->fd = fd;
+  job->start = start;
+  job->length = length;
+  job->chunk = chunk;
+  job->count = (size_t)((length + chunk - 1) / chunk);
+  job->sums = (uint64_t *)calloc(job->count > 0 ? job->count : 1, sizeof(uint64_t));
+  job->valid = (uint8_t *)calloc(job->count > 0 ? job->count : 1, 1);
+  napi_value promise, name;
+  if (job->sums == NULL || job->valid == NULL) {
+    free(job->sums);
+    free(job->valid);
+    free(job);
+    napi_throw_error(env, "ERR_SHA256_CTX", "out of memory");
+    return NULL;
+  }
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "msResumeXxh64File", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, file_execute, file_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_throw_error(env, "ERR_SHA256_CTX", "cannot queue file hash work");
+    return NULL;
+  }
+  return promise;
+}
+
+static napi_value js_alignment_offset(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) THROW_TYPE(env, "alignmentOffset(buffer, align) needs two arguments");
+  const uint8_t *ptr = NULL;
+  size_t len = 0;
+  if (!get_bytes(env, argv[0], &ptr, &len)) return NULL;
+  uint32_t align = 0;
+  if (napi_get_value_uint32(env, argv[1], &align) != napi_ok || align == 0 || (align & (align - 1)) != 0) {
+    THROW_TYPE(env, "align must be a power of two");
+  }
+  uint32_t skip = (uint32_t)((align - ((uintptr_t)ptr & (align - 1))) & (align - 1));
+  napi_value result;
+  CHECK(env, napi_create_uint32(env, skip, &result));
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_value size;
@@ -233,6 +553,14 @@ NAPI_MODULE_INIT() {
   CHECK(env, napi_set_named_property(env, exports, "final", fn));
   CHECK(env, napi_create_function(env, "bytes", NAPI_AUTO_LENGTH, js_bytes, NULL, &fn));
   CHECK(env, napi_set_named_property(env, exports, "bytes", fn));
+  CHECK(env, napi_create_function(env, "xxh64", NAPI_AUTO_LENGTH, js_xxh64, NULL, &fn));
+  CHECK(env, napi_set_named_property(env, exports, "xxh64", fn));
+  CHECK(env, napi_create_function(env, "hashChunk", NAPI_AUTO_LENGTH, js_hash_chunk, NULL, &fn));
+  CHECK(env, napi_set_named_property(env, exports, "hashChunk", fn));
+  CHECK(env, napi_create_function(env, "alignmentOffset", NAPI_AUTO_LENGTH, js_alignment_offset, NULL, &fn));
+  CHECK(env, napi_set_named_property(env, exports, "alignmentOffset", fn));
+  CHECK(env, napi_create_function(env, "xxh64File", NAPI_AUTO_LENGTH, js_xxh64_file, NULL, &fn));
+  CHECK(env, napi_set_named_property(env, exports, "xxh64File", fn));
   CHECK(env, napi_create_uint32(env, (uint32_t)sizeof(SHA256_CTX), &size));
   CHECK(env, napi_set_named_property(env, exports, "ctxSize", size));
   return exports;

@@ -4,7 +4,8 @@ import os from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import type {ResumableSha256, SavedSha256State} from './sha256.js'
+import {loadXxh64, xxh64Pieces} from './chunks.js'
+import type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256.js'
 import {decodeBase64Strict} from './sha256-state.js'
 
 /**
@@ -22,7 +23,53 @@ interface Sha256CtxAddon {
   final(ctx: Buffer): Buffer
   /** Bytes hashed so far, or -1 when ctx is not a valid SHA-256 context. */
   bytes(ctx: Buffer): number
+  /** XXH64 (seed 0), 16 hex digits. Absent from addons built before it existed. */
+  xxh64?(data: Uint8Array): string
+  /** On the thread pool: XXH64 of data and, with a ctx, SHA256_Update (ctx written back on completion). */
+  hashChunk?(ctx: Buffer | null, data: Uint8Array, chunkSize?: number): Promise<{sums: string[]; ctx?: Buffer}>
+  /** Bytes to skip from the start of buffer to reach an address that is a multiple of align. */
+  alignmentOffset?(buffer: Uint8Array, align: number): number
+  /** On the thread pool: pread()s the range and returns each chunk's XXH64 (null past the end of the file). */
+  xxh64File?(fd: number, start: number, length: number, chunkSize: number): Promise<Array<string | null>>
 }
+
+/**
+ * Bytes to skip from the start of `buffer` to reach a multiple of `align` in memory (O_DIRECT needs
+ * aligned buffers), or null without the addon (then direct I/O is not used).
+ */
+export function alignmentOffset(buffer: Uint8Array, align: number): number | null {
+  const addon = load()?.addon
+  return addon && typeof addon.alignmentOffset === 'function' ? addon.alignmentOffset(buffer, align) : null
+}
+
+/** The addon's chunk-hashing entry points (thread-pool XXH64, file chunk sums). */
+export interface NativeChunkHashing {
+  xxh64(data: Uint8Array): string
+  hashChunk(ctx: Buffer | null, data: Uint8Array, chunkSize?: number): Promise<{sums: string[]; ctx?: Buffer}>
+  xxh64File(fd: number, start: number, length: number, chunkSize: number): Promise<Array<string | null>>
+}
+
+const ABC_XXH64 = '44bc2cf5ad770999'
+
+/**
+ * The addon's XXH64 entry points, or null when the addon is absent, predates them, or its XXH64
+ * disagrees with the reference value (then xxhash-wasm is used). Not affected by MS_RESUME_SHA256_ENGINE:
+ * every engine's chunk sums are the same numbers.
+ */
+export function nativeChunkHashing(): NativeChunkHashing | null {
+  if (chunkHashing !== undefined) return chunkHashing
+  chunkHashing = null
+  const addon = load()?.addon
+  if (!addon || typeof addon.xxh64 !== 'function' || typeof addon.hashChunk !== 'function' || typeof addon.xxh64File !== 'function') return null
+  try {
+    if (addon.xxh64(Buffer.from('abc')) === ABC_XXH64) chunkHashing = addon as NativeChunkHashing
+  } catch {
+    // left null: xxhash-wasm is used
+  }
+  return chunkHashing
+}
+
+let chunkHashing: NativeChunkHashing | null | undefined
 
 export const NATIVE_ENGINE_PREFIX = 'openssl-ctx-v1'
 export const NATIVE_ADDON_FILE = path.join('build', 'Release', 'sha256_ctx.node')
@@ -97,6 +144,7 @@ class NativeSha256 implements ResumableSha256 {
   #ctx: Buffer
   #offset: number
   #finished = false
+  #busy = false
 
   constructor(lib: Loaded, ctx: Buffer, offsetBytes: number) {
     this.engine = lib.engine
@@ -111,18 +159,40 @@ class NativeSha256 implements ResumableSha256 {
 
   update(data: Uint8Array): void {
     if (this.#finished) throw new Error('sha256: update() after digestHex()')
+    if (this.#busy) throw new Error('sha256: update() while another update is running')
     if (data.byteLength === 0) return
     this.#addon.update(this.#ctx, data)
     this.#offset += data.byteLength
   }
 
+  async updateChunk(data: Uint8Array, chunkSize = data.byteLength): Promise<HashedChunk> {
+    if (this.#finished) throw new Error('sha256: updateChunk() after digestHex()')
+    if (this.#busy) throw new Error('sha256: updateChunk() while another update is running')
+    const chunks = nativeChunkHashing()
+    if (!chunks) {
+      const sums = xxh64Pieces(await loadXxh64(), data, chunkSize)
+      this.update(data)
+      return {sums, state: this.save()}
+    }
+    this.#busy = true
+    try {
+      const result = await chunks.hashChunk(this.#ctx, data, chunkSize || undefined)
+      this.#offset += data.byteLength
+      return {sums: result.sums, state: {engine: this.engine, offsetBytes: this.#offset, stateB64: result.ctx!.toString('base64')}}
+    } finally {
+      this.#busy = false
+    }
+  }
+
   save(): SavedSha256State {
     if (this.#finished) throw new Error('sha256: save() after digestHex()')
+    if (this.#busy) throw new Error('sha256: save() while an update is running')
     return {engine: this.engine, offsetBytes: this.#offset, stateB64: this.#ctx.toString('base64')}
   }
 
   digestHex(): string {
     if (this.#finished) throw new Error('sha256: digestHex() called twice')
+    if (this.#busy) throw new Error('sha256: digestHex() while an update is running')
     this.#finished = true
     const digest = this.#addon.final(this.#ctx).toString('hex')
     this.#ctx.fill(0)

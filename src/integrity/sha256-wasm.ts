@@ -2,7 +2,8 @@ import {createRequire} from 'node:module'
 
 import {createSHA256, type IHasher} from 'hash-wasm'
 
-import type {ResumableSha256, SavedSha256State} from './sha256.js'
+import {loadXxh64, xxh64Pieces} from './chunks.js'
+import type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256.js'
 import {decodeBase64Strict} from './sha256-state.js'
 
 /**
@@ -73,6 +74,12 @@ class WasmSha256 implements ResumableSha256 {
     if (data.byteLength === 0) return
     this.#hasher.update(data)
     this.#offset += data.byteLength
+  }
+
+  async updateChunk(data: Uint8Array, chunkSize = data.byteLength): Promise<HashedChunk> {
+    const sums = xxh64Pieces(await loadXxh64(), data, chunkSize)
+    this.update(data)
+    return {sums, state: this.save()}
   }
 
   save(): SavedSha256State {

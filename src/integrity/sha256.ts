@@ -21,10 +21,24 @@ export interface SavedSha256State {
   stateB64: string
 }
 
+export interface HashedChunk {
+  /** xxh64 of each chunkSize piece of the data (the last may be shorter). */
+  sums: string[]
+  /** The state after this chunk. */
+  state: SavedSha256State
+}
+
 export interface ResumableSha256 {
   readonly engine: string
   readonly offsetBytes: number
   update(data: Uint8Array): void
+  /**
+   * Hashes data (one or more whole chunks) into the state; resolves to the xxh64 of each chunkSize
+   * piece (default: the whole) and the state after the data. The native
+   * engine does both on libuv's thread pool, so the main thread keeps reading sockets. Calls must not
+   * overlap: await each one before calling any other method.
+   */
+  updateChunk(data: Uint8Array, chunkSize?: number): Promise<HashedChunk>
   save(): SavedSha256State
   /** Finishes the hash; the object must not be used afterwards. */
   digestHex(): string
