@@ -152,7 +152,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     let found: string
     const savedState = record.sha256State
     try {
-      const download = await ChunkedDownload.prepare(record, fh, {...ctx, ...connectionOptions(ctx.connectionsFor(record.size))}, ctx.adoptUnknownPartials)
+      const download = await ChunkedDownload.prepare(record, fh, {...ctx, ...connectionOptions(ctx.connectionsFor(record.size))}, ctx.adoptUnknownPartials, partialPath)
       const resumedBytes = download.resumedBytes
       if (resumedBytes > 0) ctx.emit({type: 'resume', path: record.path, offsetBytes: resumedBytes, size: record.size})
       ctx.emit({type: 'file-start', path: record.path, size: record.size, offsetBytes: resumedBytes})
@@ -161,7 +161,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
       } catch (error) {
         throw fromFsError(error, `writing ${record.path}`, partialPath)
       }
-      found = download.digestHex()
+      found = await download.digestHex()
       if (found !== record.sha256 && savedState) {
         // A saved hash state that loads but is wrong (a flipped bit in the journal) makes a correct
         // file hash wrong: ask the disk before throwing away a whole download (E_INTEGRITY retry).

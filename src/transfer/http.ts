@@ -5,6 +5,8 @@ import type {Readable} from 'node:stream'
 import axios, {type AxiosResponse} from 'axios'
 
 import {MsrError} from '../errors.js'
+import {pumpStream} from './pump.js'
+import {type RawBody, type RawResponse, RawUnsupported, rawGet} from './raw-http.js'
 import {checkRedirect, MAX_REDIRECTS} from './redirect-policy.js'
 import {parseRetryAfterMs} from './retry-policy.js'
 
@@ -23,12 +25,17 @@ export interface OpenOptions {
   maxRedirects?: number
   /** Cap for Retry-After. */
   maxRetryAfterMs: number
+  /** Read the body with raw-http.ts where it can (large bodies: much less CPU than Node's http). */
+  raw?: boolean
 }
+
+/** A response body, read by pumping (see pump.ts): from axios' stream or from raw-http.ts. */
+export type Body = RawBody
 
 export interface OpenedResponse {
   status: number
   headers: Record<string, string | undefined>
-  body: Readable
+  body: Body
   url: URL
   /** True when the final hop was on a different origin than the first (a CDN). */
   crossOrigin: boolean
@@ -44,6 +51,27 @@ export async function openStream(opts: OpenOptions): Promise<OpenedResponse> {
   let url = first
   const maxRedirects = opts.maxRedirects ?? MAX_REDIRECTS
   for (let hop = 0; ; hop++) {
+    if (opts.raw && rawAllowed(url)) {
+      let reply: RawResponse | undefined
+      try {
+        reply = await rawGet(url, {...opts.headers, ...opts.headersFor(url)}, {signal: opts.signal, headersTimeoutMs: opts.headersTimeoutMs})
+      } catch (error) {
+        if (!(error instanceof RawUnsupported)) throw networkError(error, url, opts.signal)
+      }
+      if (reply) {
+        const {status, headers} = reply
+        if (status >= 300 && status < 400 && status !== 304) {
+          reply.body.destroy()
+          url = checkRedirect(url, headers.location, hop, maxRedirects)
+          continue
+        }
+        if (status >= 400 && status !== 416) {
+          reply.body.destroy()
+          throw statusError(status, headers, url, hop > 0, opts.maxRetryAfterMs)
+        }
+        return {status, headers, body: reply.body, url, crossOrigin: url.origin !== first.origin}
+      }
+    }
     let res: AxiosResponse<Readable>
     try {
       res = await axios.request<Readable>({
@@ -76,8 +104,35 @@ export async function openStream(opts: OpenOptions): Promise<OpenedResponse> {
       res.data.destroy()
       throw statusError(status, headers, url, hop > 0, opts.maxRetryAfterMs)
     }
-    return {status, headers, body: res.data, url, crossOrigin: url.origin !== first.origin}
+    return {status, headers, body: streamBody(res.data), url, crossOrigin: url.origin !== first.origin}
   }
+}
+
+function streamBody(stream: Readable): Body {
+  return {
+    pump: (take) => pumpStream(stream, take),
+    destroy: (error?: Error) => stream.destroy(error),
+    get ended() {
+      return stream.readableEnded
+    },
+  }
+}
+
+/**
+ * "axios": every body through axios (the raw reader is never used); "raw": the raw reader for the
+ * content of every file, small ones too (the fault tests run both ways); unset: raw for large files.
+ */
+export const HTTP_CLIENT_ENV = 'MS_RESUME_HTTP'
+
+/**
+ * The raw reader speaks HTTP/1.1 itself, so not through a proxy: any proxy variable in the
+ * environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, any case) leaves everything but loopback to axios.
+ */
+function rawAllowed(url: URL): boolean {
+  if ((process.env[HTTP_CLIENT_ENV] ?? '').trim().toLowerCase() === 'axios') return false
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return false
+  if (proxyFor(url) === false) return true
+  return !['http_proxy', 'https_proxy', 'all_proxy'].some((name) => process.env[name] || process.env[name.toUpperCase()])
 }
 
 /** JSON GET against the hub API, with the same error mapping. */

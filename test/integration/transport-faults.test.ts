@@ -26,13 +26,24 @@ function eventsOf(res: CliResult): JsonEvent[] {
 
 /**
  * The transport rows of fault-matrix.md, one fault-scripted file per test. Every success asserts the
- * file byte-exact at its final path; every failure asserts nothing reached it.
+ * file byte-exact at its final path; every failure asserts nothing reached it. Run twice: with the
+ * bodies read through axios (small files), and through the raw reader (large files, forced here
+ * with MS_RESUME_HTTP=raw so that the same faults hit it).
  */
-describe('pull under transport faults (fault-matrix.md: Transport)', function () {
+for (const client of ['axios', 'raw'] as const) describe(`pull under transport faults, bodies read by ${client} (fault-matrix.md: Transport)`, function () {
   this.timeout(120_000)
   let emu: HubEmulator | undefined
   let home: string
+  let savedClient: string | undefined
 
+  before(() => {
+    savedClient = process.env.MS_RESUME_HTTP
+    process.env.MS_RESUME_HTTP = client
+  })
+  after(() => {
+    if (savedClient === undefined) delete process.env.MS_RESUME_HTTP
+    else process.env.MS_RESUME_HTTP = savedClient
+  })
   beforeEach(async () => {
     home = await makeTmpDir()
   })
@@ -82,6 +93,16 @@ describe('pull under transport faults (fault-matrix.md: Transport)', function ()
     expect(reqs.at(-1)!.rangeStart, 'final request resumes from the durable offset').to.equal(1 * MiB)
     expect(reqs.at(-1)!.rangeEnd).to.equal(SIZE - 1)
   }
+
+  it(`the content requests really are made by ${client}`, async () => {
+    const {res, dir} = await pullWith([])
+    expect(res.code, res.stderr).to.equal(0)
+    await expectExact(dir)
+    // The raw reader asks for one exchange per connection; axios keeps its connections alive.
+    const modes = content().map((e) => String(e.headers.connection))
+    expect(modes.length).to.be.greaterThan(0)
+    for (const mode of modes) expect(mode).to.equal(client === 'raw' ? 'close' : 'keep-alive')
+  })
 
   // ---- 206 start differs
 
