@@ -32,7 +32,7 @@ By default files go to the ModelScope cache ($MODELSCOPE_CACHE or ~/.cache/model
     ...hubFlags,
     include: Flags.string({description: 'Only paths matching GLOB (fnmatch, as the official client; repeatable).', multiple: true, helpValue: 'GLOB'}),
     exclude: Flags.string({description: 'Skip paths matching GLOB (repeatable).', multiple: true, helpValue: 'GLOB'}),
-    check: Flags.string({description: 'How to check files the journal already has complete: size (no reads), fast (xxh64 per chunk), full (SHA-256). Default size, or full when MODELSCOPE_ENABLE_DEFAULT_HASH_VALIDATION=true. Damaged files are repaired.', options: ['size', 'fast', 'full']}),
+    check: Flags.string({description: 'How to check what the journal has: size (no reads but a partial\'s last chunk), fast (xxh64 per chunk), full (SHA-256). Default size, or full when MODELSCOPE_ENABLE_DEFAULT_HASH_VALIDATION=true. Damaged files are repaired.', options: ['size', 'fast', 'full']}),
     manifest: Flags.string({description: 'Pull exactly the files of this pinned integrity manifest.', helpValue: 'FILE'}),
     'allow-manifest-mismatch': Flags.boolean({description: 'With --manifest: take the hub\'s current files even where they differ from the manifest.', default: false}),
     concurrency: Flags.integer({description: 'Files downloaded in parallel.', default: 4, min: 1, max: 64}),

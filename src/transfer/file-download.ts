@@ -4,7 +4,7 @@ import fs, {type FileHandle} from 'node:fs/promises'
 import {MsrError, fromFsError, isMsrError} from '../errors.js'
 import type {EventSink} from '../events.js'
 import type {Hub} from '../hub/types.js'
-import {chunkSumsOfOpenFile} from '../integrity/check.js'
+import {type CheckLevel, chunkSumsOfOpenFile} from '../integrity/check.js'
 import {chunkBounds, loadXxh64, xxh64PiecesAsync} from '../integrity/chunks.js'
 import {alignmentOffset} from '../integrity/sha256-native.js'
 import {createResumableSha256, restoreSha256, type ResumableSha256, type SavedSha256State} from '../integrity/sha256.js'
@@ -40,6 +40,12 @@ export interface TransferOptions {
   minBytesPerSec: number
   checkpointIntervalMs: number
   checkpointBytes: number
+  /**
+   * `pull --check`: at `fast` or `full`, a resume reads back every chunk its saved hash state
+   * covers (see prepare()); at `size` (the default) it checks the last kept chunk, as the journal
+   * protocol specifies, and trusts the fsynced rest like a complete file.
+   */
+  check?: CheckLevel
 }
 
 export interface ChunkFetchResult {
@@ -142,12 +148,13 @@ export class ChunkedDownload {
     let hasher: ResumableSha256 | null = null
     const saved = record.sha256State
     // A restored hash state vouches for the bytes an earlier process hashed off the network, not for
-    // what is on disk now: a chunk altered since (bit rot, another writer) would reach the final path
-    // under a matching SHA-256. So every chunk the state covers is read back against its xxh64 first;
-    // a bad one is fetched again and the state dropped (drain() re-hashes, and checks, from disk).
-    // The check runs while the missing chunks download (reading ~1 GiB took longer than fetching
-    // the last 10% of it); run() waits for it before the last round, and an altered chunk is then
-    // fetched again with the prefix re-hashed from disk.
+    // what is on disk now. The journal claims only what was fsynced, and the last kept chunk (where
+    // a crash on storage that lies about fsync loses data) was checked above: by default the rest
+    // is trusted, as a complete file is at `--check size`, and a resume costs only what is missing.
+    // At `--check fast|full` every chunk the state covers is read back against its xxh64 (bit rot,
+    // another writer); a bad one is fetched again and the state dropped (drain() re-hashes, and
+    // checks, from disk). That check runs while the missing chunks download; run() waits for it
+    // before the last round.
     const coveredChunks = saved && Number.isSafeInteger(saved.offsetBytes) ? Math.min(chunks.length, Math.ceil(saved.offsetBytes / record.chunkSizeBytes)) : 0
     // Bytes past the last chunk the journal vouches for (written after the last checkpoint, or by
     // something else) are never trusted: cut them off, so the partial says no more than the journal.
@@ -168,7 +175,8 @@ export class ChunkedDownload {
     download.partialPath = partialPath
     download.hashedChunks = Math.floor(hasher.offsetBytes / record.chunkSizeBytes)
     if (hasher.offsetBytes > 0) download.durableState = hasher.save()
-    download.coveredCheck = download.findAlteredChunks(Math.min(coveredChunks, download.hashedChunks))
+    const recheckKept = opts.check === 'fast' || opts.check === 'full'
+    download.coveredCheck = recheckKept ? download.findAlteredChunks(Math.min(coveredChunks, download.hashedChunks)) : Promise.resolve([])
     await download.drain()
     return download
   }

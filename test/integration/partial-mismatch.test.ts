@@ -55,8 +55,8 @@ describe('partial file vs journal: shorter, longer, altered; saved hash state un
     emu.clearFaults()
   })
 
-  async function pullJson(): Promise<{code: number | null; events: PullEvent[]; reqs: LogEntry[]}> {
-    const res = await runCli(['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir, '--json'], {env: testEnv(home)})
+  async function pullJson(extra: string[] = []): Promise<{code: number | null; events: PullEvent[]; reqs: LogEntry[]}> {
+    const res = await runCli(['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir, '--json', ...extra], {env: testEnv(home)})
     expect(res.code, res.stderr).to.equal(0)
     const events = res.stdout.trim().split('\n').map((l) => JSON.parse(l) as PullEvent)
     expect((await fs.readFile(path.join(dir, BIG))).equals(emu.contentOf(MODEL, BIG)), 'byte-exact').to.equal(true)
@@ -100,7 +100,7 @@ describe('partial file vs journal: shorter, longer, altered; saved hash state un
     expect(reqs[0].rangeStart, 'resumed at the durable prefix').to.equal(prefix)
   })
 
-  it('a partial altered inside a claimed chunk: only that chunk is fetched again', async () => {
+  it('a partial altered inside a claimed chunk, --check fast: only that chunk is fetched again', async () => {
     const file = partialPath(dir, record)
     const fh = await fs.open(file, 'r+')
     const at = record.chunkSizeBytes + 4321 // inside chunk 1, not the last durable chunk
@@ -109,12 +109,26 @@ describe('partial file vs journal: shorter, longer, altered; saved hash state un
     byte[0] ^= 0xff
     await fh.write(byte, 0, 1, at)
     await fh.close()
-    const {events, reqs} = await pullJson()
+    const {events, reqs} = await pullJson(['--check', 'fast'])
     expect(events.some((e) => e.type === 'warning'), 'a warning names the damage').to.equal(true)
     const ranges = reqs.map((e) => [e.rangeStart, e.rangeEnd])
     // Chunk 1 again, then the rest from the old prefix; chunks 0 and 2.. stay as they were.
     expect(ranges, JSON.stringify(ranges)).to.deep.include([record.chunkSizeBytes, 2 * record.chunkSizeBytes - 1])
     expect(ranges.filter(([s]) => s !== record.chunkSizeBytes).map(([s]) => s)).to.deep.equal([prefix])
+  })
+
+  it('a partial altered inside its last kept chunk, default --check size: caught, fetched again from that chunk', async () => {
+    const file = partialPath(dir, record)
+    const fh = await fs.open(file, 'r+')
+    const at = prefix - 1000 // inside the last durable chunk of the prefix
+    const byte = Buffer.alloc(1)
+    await fh.read(byte, 0, 1, at)
+    byte[0] ^= 0xff
+    await fh.write(byte, 0, 1, at)
+    await fh.close()
+    const {events, reqs} = await pullJson()
+    expect(events.some((e) => e.type === 'warning'), 'a warning names the damage').to.equal(true)
+    expect(reqs[0].rangeStart, 'starts again at the damaged chunk').to.equal(prefix - record.chunkSizeBytes)
   })
 
   it('control: an intact saved hash state is restored, nothing re-hashed or fetched twice', async () => {
