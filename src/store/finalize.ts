@@ -16,6 +16,8 @@ export async function ensureParentDirs(root: string, repoPath: string): Promise<
   let dir = path.resolve(root)
   for (const segment of segments) {
     dir = path.join(dir, segment)
+    // Checked (or made) by this process already: 3,000 files in 30 directories were 9,000 lstat()s.
+    if (knownDirs.has(dir)) continue
     let stat
     try {
       stat = await fs.lstat(dir)
@@ -36,9 +38,14 @@ export async function ensureParentDirs(root: string, repoPath: string): Promise<
     if (!stat.isDirectory()) {
       throw new MsrError('E_LOCAL', `${dir} is in the way of ${repoPath}: it is not a directory.`, {path: repoPath, hint: 'Move it away and run again.'})
     }
+    if (knownDirs.size > 100_000) knownDirs.clear()
+    knownDirs.add(dir)
   }
   return target
 }
+
+/** Directories this process has seen to be real directories (not symlinks) on the way to a file. */
+const knownDirs = new Set<string>()
 
 /**
  * Moves a verified partial to its final path: rename (atomic; replaces a planted symlink rather than

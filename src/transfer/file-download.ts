@@ -285,10 +285,13 @@ export class ChunkedDownload {
     await direct.close().catch(() => {})
   }
 
-  /** Writes one block: O_DIRECT when it is aligned, buffered otherwise (or when the device refuses). */
-  private async writeBlock(data: Buffer, position: number): Promise<void> {
+  /**
+   * Writes one block: O_DIRECT when it is aligned and already hashed (`mayBypassCache`), buffered
+   * otherwise (or when the device refuses).
+   */
+  private async writeBlock(data: Buffer, position: number, mayBypassCache: boolean): Promise<void> {
     const direct = this.direct
-    if (direct && position % DIRECT_ALIGN === 0 && data.byteLength % DIRECT_ALIGN === 0 && alignmentOffset(data, DIRECT_ALIGN) === 0) {
+    if (direct && mayBypassCache && position % DIRECT_ALIGN === 0 && data.byteLength % DIRECT_ALIGN === 0 && alignmentOffset(data, DIRECT_ALIGN) === 0) {
       try {
         return await writeFully(direct, data, position)
       } catch (error) {
@@ -629,12 +632,15 @@ export class ChunkedDownload {
     const data = buffer.subarray(0, length)
     const chunkSize = this.record.chunkSizeBytes
     // Hashing (xxh64, and SHA-256 when in order) and the write run side by side, off the main thread.
-    const hashed = first === this.hashedChunks ? this.hashInOrder(data) : xxh64PiecesAsync(data, chunkSize)
+    const inOrder = first === this.hashedChunks
+    const hashed = inOrder ? this.hashInOrder(data) : xxh64PiecesAsync(data, chunkSize)
     this.failuresWithoutProgress = 0
     const start = first * chunkSize
     // One write at a time per file: concurrent pwrite()s to one file only spin on its inode lock
     // (measured: 6% of all CPU in rwsem_spin_on_owner), they do not overlap.
-    const written = this.diskTail.then(() => this.writeBlock(data, start))
+    // A block ahead of the hash (another connection's piece) is read back when the hash gets there:
+    // through the page cache, so that read is a copy, not a trip to the device.
+    const written = this.diskTail.then(() => this.writeBlock(data, start, inOrder))
     this.diskTail = written.catch(() => {})
     const write = Promise.all([hashed, written]).then(
       ([sums]) => {

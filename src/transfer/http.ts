@@ -94,7 +94,15 @@ export async function openStream(opts: OpenOptions): Promise<OpenedResponse> {
     const headers = normaliseHeaders(res.headers as Record<string, unknown>)
     const status = res.status
     if (status >= 300 && status < 400 && status !== 304) {
-      res.data.destroy()
+      // A short redirect body is read to its end so that the socket goes back to the keep-alive
+      // pool: destroying it cost a new TCP connection per file (3,000 of them for 3,000 files).
+      const length = Number(headers['content-length'])
+      if (Number.isFinite(length) && length <= 64 * 1024) {
+        res.data.on('error', () => {})
+        res.data.resume()
+      } else {
+        res.data.destroy()
+      }
       url = checkRedirect(url, headers.location, hop, maxRedirects)
       continue
     }
