@@ -6,7 +6,7 @@ import axios, {type AxiosResponse} from 'axios'
 
 import {MsrError} from '../errors.js'
 import {pumpStream} from './pump.js'
-import {type RawBody, type RawResponse, RawUnsupported, rawGet} from './raw-http.js'
+import {type RawBody, RawUnsupported, rawGet} from './raw-http.js'
 import {checkRedirect, MAX_REDIRECTS} from './redirect-policy.js'
 import {parseRetryAfterMs} from './retry-policy.js'
 
@@ -51,68 +51,79 @@ export async function openStream(opts: OpenOptions): Promise<OpenedResponse> {
   let url = first
   const maxRedirects = opts.maxRedirects ?? MAX_REDIRECTS
   for (let hop = 0; ; hop++) {
-    if (opts.raw && rawAllowed(url)) {
-      let reply: RawResponse | undefined
-      try {
-        reply = await rawGet(url, {...opts.headers, ...opts.headersFor(url)}, {signal: opts.signal, headersTimeoutMs: opts.headersTimeoutMs})
-      } catch (error) {
-        if (!(error instanceof RawUnsupported)) throw networkError(error, url, opts.signal)
-      }
-      if (reply) {
-        const {status, headers} = reply
-        if (status >= 300 && status < 400 && status !== 304) {
-          reply.body.destroy()
-          url = checkRedirect(url, headers.location, hop, maxRedirects)
-          continue
-        }
-        if (status >= 400 && status !== 416) {
-          reply.body.destroy()
-          throw statusError(status, headers, url, hop > 0, opts.maxRetryAfterMs)
-        }
-        return {status, headers, body: reply.body, url, crossOrigin: url.origin !== first.origin}
-      }
-    }
-    let res: AxiosResponse<Readable>
-    try {
-      res = await axios.request<Readable>({
-        method: 'GET',
-        url: url.toString(),
-        headers: {...opts.headers, ...opts.headersFor(url)},
-        responseType: 'stream',
-        decompress: false,
-        maxRedirects: 0,
-        validateStatus: () => true,
-        signal: opts.signal,
-        timeout: opts.headersTimeoutMs,
-        httpAgent,
-        httpsAgent,
-        proxy: proxyFor(url),
-      })
-    } catch (error) {
-      throw networkError(error, url, opts.signal)
-    }
-    const headers = normaliseHeaders(res.headers as Record<string, unknown>)
-    const status = res.status
+    const reply = (opts.raw && rawAllowed(url) ? await rawHop(url, opts) : undefined) ?? (await axiosHop(url, opts))
+    const {status, headers, body} = reply
     if (status >= 300 && status < 400 && status !== 304) {
-      // A short redirect body is read to its end so that the socket goes back to the keep-alive
-      // pool: destroying it cost a new TCP connection per file (3,000 of them for 3,000 files).
-      const length = Number(headers['content-length'])
-      if (Number.isFinite(length) && length <= 64 * 1024) {
-        res.data.on('error', () => {})
-        res.data.resume()
-      } else {
-        res.data.destroy()
-      }
+      reply.release()
       url = checkRedirect(url, headers.location, hop, maxRedirects)
       continue
     }
     // A 416 goes back to the caller: only it knows the listed size that decides between "the file
     // changed" (`*/N` with another N) and a server glitch (judgeRangeReply).
     if (status >= 400 && status !== 416) {
-      res.data.destroy()
+      body.destroy()
       throw statusError(status, headers, url, hop > 0, opts.maxRetryAfterMs)
     }
-    return {status, headers, body: streamBody(res.data), url, crossOrigin: url.origin !== first.origin}
+    return {status, headers, body, url, crossOrigin: url.origin !== first.origin}
+  }
+}
+
+interface Hop {
+  status: number
+  headers: Record<string, string | undefined>
+  body: Body
+  /** Lets go of a reply whose body is not wanted (a redirect). */
+  release(): void
+}
+
+/** One GET by the raw reader; undefined when the reply needs axios (RawUnsupported). */
+async function rawHop(url: URL, opts: OpenOptions): Promise<Hop | undefined> {
+  try {
+    const reply = await rawGet(url, {...opts.headers, ...opts.headersFor(url)}, {signal: opts.signal, headersTimeoutMs: opts.headersTimeoutMs})
+    return {...reply, release: () => reply.body.destroy()}
+  } catch (error) {
+    if (error instanceof RawUnsupported) return undefined
+    throw networkError(error, url, opts.signal)
+  }
+}
+
+async function axiosHop(url: URL, opts: OpenOptions): Promise<Hop> {
+  let res: AxiosResponse<Readable>
+  try {
+    res = await axios.request<Readable>({
+      method: 'GET',
+      url: url.toString(),
+      headers: {...opts.headers, ...opts.headersFor(url)},
+      responseType: 'stream',
+      decompress: false,
+      maxRedirects: 0,
+      validateStatus: () => true,
+      signal: opts.signal,
+      timeout: opts.headersTimeoutMs,
+      httpAgent,
+      httpsAgent,
+      proxy: proxyFor(url),
+    })
+  } catch (error) {
+    throw networkError(error, url, opts.signal)
+  }
+  const headers = normaliseHeaders(res.headers as Record<string, unknown>)
+  const stream = res.data
+  return {
+    status: res.status,
+    headers,
+    body: streamBody(stream),
+    release() {
+      // A short body (a redirect's) is read to its end so that the socket goes back to the
+      // keep-alive pool: destroying it cost a new TCP connection per file (3,000 for 3,000 files).
+      const length = Number(headers['content-length'])
+      if (Number.isFinite(length) && length <= 64 * 1024) {
+        stream.on('error', () => {})
+        stream.resume()
+      } else {
+        stream.destroy()
+      }
+    },
   }
 }
 
