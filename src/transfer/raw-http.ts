@@ -59,7 +59,7 @@ function parseHead(text: string): {status: number; headers: Record<string, strin
   return {status: Number(m[1]), headers}
 }
 
-export function rawGet(url: URL, headers: Record<string, string>, opts: {signal?: AbortSignal; headersTimeoutMs: number}): Promise<RawResponse> {
+export function rawGet(url: URL, headers: Record<string, string>, opts: {signal?: AbortSignal; headersTimeoutMs: number; tls?: tls.ConnectionOptions}): Promise<RawResponse> {
   const lines = [`GET ${url.pathname || '/'}${url.search} HTTP/1.1`, `Host: ${url.host}`, 'Connection: close']
   const given = new Set(Object.keys(headers).map((k) => k.toLowerCase()))
   if (!given.has('user-agent')) lines.push('User-Agent: ms-resume')
@@ -89,7 +89,7 @@ export function rawGet(url: URL, headers: Record<string, string>, opts: {signal?
     const host = url.hostname.replace(/^\[|\]$/g, '')
     const onread = {buffer: readBuffer, callback: (n: number, buf: Uint8Array) => onRead(n, buf as Buffer)}
     const socket: net.Socket = url.protocol === 'https:'
-      ? tls.connect({host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'], onread} as tls.ConnectionOptions)
+      ? tls.connect({...opts.tls, host, port, servername: net.isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'], onread} as tls.ConnectionOptions)
       : net.connect({host, port, onread})
     socket.setNoDelay(true)
 
