@@ -1,6 +1,6 @@
 import xxhash from 'xxhash-wasm'
 
-import {nativeChunkHashing} from './sha256-native.js'
+import {IN_PLACE_BELOW_BYTES, nativeChunkHashing} from './sha256-native.js'
 
 /**
  * Every file is cut into a fixed grid of chunks; each chunk's xxh64 is recorded once it is durable,
@@ -58,7 +58,7 @@ export async function loadWasmXxh64(): Promise<(data: Uint8Array) => string> {
  */
 export async function xxh64PiecesAsync(data: Uint8Array, chunkSize = data.byteLength): Promise<string[]> {
   const native = nativeChunkHashing()
-  if (native) return (await native.hashChunk(null, data, chunkSize || undefined)).sums
+  if (native && data.byteLength >= IN_PLACE_BELOW_BYTES) return (await native.hashChunk(null, data, chunkSize || undefined)).sums
   return xxh64Pieces(await loadXxh64(), data, chunkSize)
 }
 

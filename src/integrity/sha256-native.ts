@@ -42,6 +42,9 @@ export function alignmentOffset(buffer: Uint8Array, align: number): number | nul
   return addon && typeof addon.alignmentOffset === 'function' ? addon.alignmentOffset(buffer, align) : null
 }
 
+/** Below this many bytes, chunk hashing runs in place rather than on the thread pool. */
+export const IN_PLACE_BELOW_BYTES = 64 * 1024
+
 /** The addon's chunk-hashing entry points (thread-pool XXH64, file chunk sums). */
 export interface NativeChunkHashing {
   xxh64(data: Uint8Array): string
@@ -169,7 +172,8 @@ class NativeSha256 implements ResumableSha256 {
     if (this.#finished) throw new Error('sha256: updateChunk() after digestHex()')
     if (this.#busy) throw new Error('sha256: updateChunk() while another update is running')
     const chunks = nativeChunkHashing()
-    if (!chunks) {
+    // Small data is hashed in place: a thread-pool round trip costs more than hashing 64 KiB.
+    if (!chunks || data.byteLength < IN_PLACE_BELOW_BYTES) {
       const sums = xxh64Pieces(await loadXxh64(), data, chunkSize)
       this.update(data)
       return {sums, state: this.save()}
