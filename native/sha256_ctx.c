@@ -266,6 +266,22 @@ static napi_value js_xxh64(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* Queues job on libuv's thread pool; returns the promise its complete callback settles, or NULL
+ * with an exception pending. */
+static napi_value queue_promise_work(napi_env env, const char *name, napi_async_execute_callback execute,
+                                     napi_async_complete_callback complete, void *job, napi_async_work *work,
+                                     napi_deferred *deferred) {
+  napi_value promise, resource_name;
+  if (napi_create_promise(env, deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+      napi_create_async_work(env, NULL, resource_name, execute, complete, job, work) != napi_ok ||
+      napi_queue_async_work(env, *work) != napi_ok) {
+    napi_throw_error(env, "ERR_SHA256_CTX", "cannot queue work on the thread pool");
+    return NULL;
+  }
+  return promise;
+}
+
 /* ---- hashChunk: XXH64 (+ SHA256_Update) of one chunk on the thread pool ---- */
 
 typedef struct {
@@ -373,17 +389,12 @@ static napi_value js_hash_chunk(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_SHA256_CTX", "out of memory");
     return NULL;
   }
-  napi_value promise, name;
   if (napi_create_reference(env, argv[1], 1, &job->data_ref) != napi_ok ||
-      (job->ctx_data != NULL && napi_create_reference(env, argv[0], 1, &job->ctx_ref) != napi_ok) ||
-      napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "msResumeHashChunk", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, chunk_execute, chunk_complete, job, &job->work) != napi_ok ||
-      napi_queue_async_work(env, job->work) != napi_ok) {
-    napi_throw_error(env, "ERR_SHA256_CTX", "cannot queue hash work");
+      (job->ctx_data != NULL && napi_create_reference(env, argv[0], 1, &job->ctx_ref) != napi_ok)) {
+    napi_throw_error(env, "ERR_SHA256_CTX", "cannot keep the hash arguments");
     return NULL; /* job leaks on this (never seen) path rather than risk a double free */
   }
-  return promise;
+  return queue_promise_work(env, "msResumeHashChunk", chunk_execute, chunk_complete, job, &job->work, &job->deferred);
 }
 
 /* ---- xxh64File: chunk sums of a file range, read and hashed on the thread pool ---- */
@@ -505,7 +516,6 @@ static napi_value js_xxh64_file(napi_env env, napi_callback_info info) {
   job->count = (size_t)((length + chunk - 1) / chunk);
   job->sums = (uint64_t *)calloc(job->count > 0 ? job->count : 1, sizeof(uint64_t));
   job->valid = (uint8_t *)calloc(job->count > 0 ? job->count : 1, 1);
-  napi_value promise, name;
   if (job->sums == NULL || job->valid == NULL) {
     free(job->sums);
     free(job->valid);
@@ -513,14 +523,7 @@ static napi_value js_xxh64_file(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_SHA256_CTX", "out of memory");
     return NULL;
   }
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "msResumeXxh64File", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, file_execute, file_complete, job, &job->work) != napi_ok ||
-      napi_queue_async_work(env, job->work) != napi_ok) {
-    napi_throw_error(env, "ERR_SHA256_CTX", "cannot queue file hash work");
-    return NULL;
-  }
-  return promise;
+  return queue_promise_work(env, "msResumeXxh64File", file_execute, file_complete, job, &job->work, &job->deferred);
 }
 
 static napi_value js_alignment_offset(napi_env env, napi_callback_info info) {

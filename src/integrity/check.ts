@@ -91,51 +91,14 @@ export async function localiseDamage(filePath: string, expected: ExpectedFile): 
   return damaged
 }
 
-/**
- * The xxh64 of every chunk of the file as it is on disk (null for a chunk the file is too short to
- * hold). Two buffers alternate so the next batch is read (on libuv's pool) while this one is
- * hashed: the `fast` level is bound by reads from the page cache, not by xxh64.
- */
+/** The xxh64 of every chunk of the file as it is on disk (null for a chunk the file is too short to hold). */
 export async function chunkSumsOnDisk(filePath: string, size: number, chunkSizeBytes: number): Promise<Array<string | null>> {
-  const count = Math.ceil(size / chunkSizeBytes)
-  const xxh = await loadXxh64()
-  const sums: Array<string | null> = []
   const fh = await fs.open(filePath, 'r')
-  if (nativeChunkHashing()) {
-    try {
-      return await chunkSumsOfOpenFile(fh, size, chunkSizeBytes, count)
-    } finally {
-      await fh.close()
-    }
-  }
-  const perRead = Math.max(1, Math.floor(READ_BYTES / chunkSizeBytes))
-  const batchBytes = Math.min(size, perRead * chunkSizeBytes)
-  const buffers = [Buffer.allocUnsafeSlow(batchBytes), Buffer.allocUnsafeSlow(batchBytes)]
-  /** Reads chunks [first, first + perRead) into buf; resolves to the bytes read (short at EOF). */
-  const readBatch = (first: number, buf: Buffer): Promise<number> => {
-    const start = first * chunkSizeBytes
-    return readFully(fh, buf, Math.min(size, (first + perRead) * chunkSizeBytes) - start, start)
-  }
-  let pending: Promise<number> | undefined
   try {
-    let which = 0
-    pending = count > 0 ? readBatch(0, buffers[0]) : undefined
-    for (let first = 0; first < count; first += perRead) {
-      const got = await pending!
-      pending = first + perRead < count ? readBatch(first + perRead, buffers[which ^ 1]) : undefined
-      const buf = buffers[which]
-      const start = first * chunkSizeBytes
-      for (let i = first; i < Math.min(count, first + perRead); i++) {
-        const b = chunkBounds(i, size, chunkSizeBytes)
-        sums.push(b.end - start > got ? null : xxh(buf.subarray(b.start - start, b.end - start)))
-      }
-      which ^= 1
-    }
+    return await chunkSumsOfOpenFile(fh, size, chunkSizeBytes)
   } finally {
-    if (pending) await pending.catch(() => {})
     await fh.close()
   }
-  return sums
 }
 
 /** Bytes per thread-pool job of chunkSumsOfOpenFile, and how many such jobs run at once. */
@@ -143,23 +106,13 @@ const NATIVE_PART_BYTES = 64 * 1024 * 1024
 const NATIVE_PARTS_AT_ONCE = 2
 
 /**
- * The xxh64 of chunks [0, count) of an open file, read and hashed by the native addon on libuv's
- * thread pool (parts of 64 MiB, two at a time: both cores, and no JS copy of the bytes). Without
- * the addon, reads through Node and hashes with xxhash-wasm. null for a chunk the file is too short
- * to hold.
+ * The xxh64 of chunks [0, count) of an open file (null for a chunk the file is too short to hold).
+ * With the addon, read and hashed in native code on libuv's thread pool (parts of 64 MiB, two at a
+ * time: both cores, and no JS copy of the bytes); without it, see chunkSumsThroughNode.
  */
 export async function chunkSumsOfOpenFile(fh: fs.FileHandle, size: number, chunkSizeBytes: number, count = Math.ceil(size / chunkSizeBytes)): Promise<Array<string | null>> {
   const native = nativeChunkHashing()
-  if (!native) {
-    const xxh = await loadXxh64()
-    const sums: Array<string | null> = []
-    for (let i = 0; i < count; i++) {
-      const {start, end} = chunkBounds(i, size, chunkSizeBytes)
-      const buf = Buffer.allocUnsafe(end - start)
-      sums.push((await readFully(fh, buf, buf.length, start)) === buf.length ? xxh(buf) : null)
-    }
-    return sums
-  }
+  if (!native) return chunkSumsThroughNode(fh, size, chunkSizeBytes, count)
   const perPart = Math.max(1, Math.floor(NATIVE_PART_BYTES / chunkSizeBytes))
   const parts: Array<{first: number; last: number}> = []
   for (let first = 0; first < count; first += perPart) parts.push({first, last: Math.min(count, first + perPart)})
@@ -180,5 +133,42 @@ export async function chunkSumsOfOpenFile(fh: fs.FileHandle, size: number, chunk
     }
   }
   await Promise.all(Array.from({length: Math.min(NATIVE_PARTS_AT_ONCE, parts.length)}, worker))
+  return sums
+}
+
+/**
+ * The fallback: two buffers alternate so the next batch is read (on libuv's pool) while this one is
+ * hashed with xxhash-wasm, so the `fast` level stays bound by reads, not by xxh64.
+ */
+export async function chunkSumsThroughNode(fh: fs.FileHandle, size: number, chunkSizeBytes: number, count: number): Promise<Array<string | null>> {
+  const xxh = await loadXxh64()
+  const sums: Array<string | null> = []
+  if (count === 0) return sums
+  const endOfLast = chunkBounds(count - 1, size, chunkSizeBytes).end
+  const perRead = Math.max(1, Math.floor(READ_BYTES / chunkSizeBytes))
+  const batchBytes = Math.min(endOfLast, perRead * chunkSizeBytes)
+  const buffers = [Buffer.allocUnsafeSlow(batchBytes), Buffer.allocUnsafeSlow(batchBytes)]
+  /** Reads chunks [first, first + perRead) into buf; resolves to the bytes read (short at EOF). */
+  const readBatch = (first: number, buf: Buffer): Promise<number> => {
+    const start = first * chunkSizeBytes
+    return readFully(fh, buf, Math.min(endOfLast, (first + perRead) * chunkSizeBytes) - start, start)
+  }
+  let pending: Promise<number> | undefined = readBatch(0, buffers[0])
+  try {
+    let which = 0
+    for (let first = 0; first < count; first += perRead) {
+      const got = await pending!
+      pending = first + perRead < count ? readBatch(first + perRead, buffers[which ^ 1]) : undefined
+      const buf = buffers[which]
+      const start = first * chunkSizeBytes
+      for (let i = first; i < Math.min(count, first + perRead); i++) {
+        const b = chunkBounds(i, size, chunkSizeBytes)
+        sums.push(b.end - start > got ? null : xxh(buf.subarray(b.start - start, b.end - start)))
+      }
+      which ^= 1
+    }
+  } finally {
+    if (pending) await pending.catch(() => {})
+  }
   return sums
 }

@@ -1,5 +1,6 @@
 import xxhash from 'xxhash-wasm'
 
+import type {HashedChunk, ResumableSha256} from './sha256.js'
 import {IN_PLACE_BELOW_BYTES, nativeChunkHashing} from './sha256-native.js'
 
 /**
@@ -68,4 +69,11 @@ export function xxh64Pieces(xxh: (data: Uint8Array) => string, data: Uint8Array,
   const sums: string[] = []
   for (let at = 0; at < data.byteLength; at += chunkSize) sums.push(xxh(data.subarray(at, Math.min(data.byteLength, at + chunkSize))))
   return sums
+}
+
+/** ResumableSha256.updateChunk done on the calling thread (the wasm engine, and small data). */
+export async function updateChunkInPlace(hasher: Pick<ResumableSha256, 'update' | 'save'>, data: Uint8Array, chunkSize = data.byteLength): Promise<HashedChunk> {
+  const sums = xxh64Pieces(await loadXxh64(), data, chunkSize)
+  hasher.update(data)
+  return {sums, state: hasher.save()}
 }

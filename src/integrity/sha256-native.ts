@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import {loadXxh64, xxh64Pieces} from './chunks.js'
+import {updateChunkInPlace} from './chunks.js'
 import type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256.js'
 import {decodeBase64Strict} from './sha256-state.js'
 
@@ -174,9 +174,7 @@ class NativeSha256 implements ResumableSha256 {
     const chunks = nativeChunkHashing()
     // Small data is hashed in place: a thread-pool round trip costs more than hashing 64 KiB.
     if (!chunks || data.byteLength < IN_PLACE_BELOW_BYTES) {
-      const sums = xxh64Pieces(await loadXxh64(), data, chunkSize)
-      this.update(data)
-      return {sums, state: this.save()}
+      return updateChunkInPlace(this, data, chunkSize)
     }
     this.#busy = true
     try {

@@ -2,7 +2,7 @@ import {createRequire} from 'node:module'
 
 import {createSHA256, type IHasher} from 'hash-wasm'
 
-import {loadXxh64, xxh64Pieces} from './chunks.js'
+import {updateChunkInPlace} from './chunks.js'
 import type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256.js'
 import {decodeBase64Strict} from './sha256-state.js'
 
@@ -77,9 +77,7 @@ class WasmSha256 implements ResumableSha256 {
   }
 
   async updateChunk(data: Uint8Array, chunkSize = data.byteLength): Promise<HashedChunk> {
-    const sums = xxh64Pieces(await loadXxh64(), data, chunkSize)
-    this.update(data)
-    return {sums, state: this.save()}
+    return updateChunkInPlace(this, data, chunkSize)
   }
 
   save(): SavedSha256State {

@@ -131,18 +131,16 @@ export class ChunkedDownload {
       if (chunks[i] !== null && chunkBounds(i, record.size, record.chunkSizeBytes).end > fileBytes) chunks[i] = null
     }
     if (adoptUnknown && fileBytes > 0 && !chunks.some((c) => c !== null)) {
-      // The journal was lost: take the bytes on disk on trust, the final SHA-256 decides.
-      for (let i = 0; i < chunks.length && chunkBounds(i, record.size, record.chunkSizeBytes).end <= fileBytes; i++) {
-        chunks[i] = await readChunkSum(fh, record, i, xxh)
-      }
+      // The journal was lost: take the whole chunks on disk on trust, the final SHA-256 decides.
+      const sums = await chunkSumsOfOpenFile(fh, record.size, record.chunkSizeBytes)
+      for (let i = 0; i < chunks.length; i++) chunks[i] = sums[i]
     }
     let prefix = 0
     while (prefix < chunks.length && chunks[prefix] !== null) prefix++
     if (prefix > 0 && (await readChunkSum(fh, record, prefix - 1, xxh)) !== chunks[prefix - 1]) {
       // The tail the journal vouches for changed on disk: check every chunk, keep the good ones.
-      for (let i = 0; i < chunks.length; i++) {
-        if (chunks[i] !== null && (await readChunkSum(fh, record, i, xxh)) !== chunks[i]) chunks[i] = null
-      }
+      const sums = await chunkSumsOfOpenFile(fh, record.size, record.chunkSizeBytes)
+      for (let i = 0; i < chunks.length; i++) if (chunks[i] !== null && sums[i] !== chunks[i]) chunks[i] = null
       opts.emit({type: 'warning', path: record.path, message: `partial of ${record.path} did not match its journal; falling back to the last good chunk`})
     }
     let hasher: ResumableSha256 | null = null

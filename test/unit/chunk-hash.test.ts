@@ -5,7 +5,7 @@ import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
-import {chunkSumsOfOpenFile, chunkSumsOnDisk} from '../../src/integrity/check.js'
+import {chunkSumsOfOpenFile, chunkSumsOnDisk, chunkSumsThroughNode} from '../../src/integrity/check.js'
 import {loadWasmXxh64, loadXxh64, xxh64Pieces, xxh64PiecesAsync} from '../../src/integrity/chunks.js'
 import {createResumableSha256, restoreSha256} from '../../src/integrity/sha256.js'
 import {nativeAddonCandidates, nativeChunkHashing} from '../../src/integrity/sha256-native.js'
@@ -88,6 +88,24 @@ describe('chunk hashing (xxh64 per chunk, SHA-256 off the main thread)', functio
     const fh = await fs.open(file, 'r')
     try {
       expect(await chunkSumsOfOpenFile(fh, data.length, MIB, 2)).to.deep.equal(sums.slice(0, 2))
+    } finally {
+      await fh.close()
+    }
+  })
+
+  it('the fallback reader (no addon) gives the same sums, nulls and counts', async () => {
+    const file = path.join(tmp, 'fallback.bin')
+    await fs.writeFile(file, data.subarray(0, 2 * MIB + 100))
+    const fh = await fs.open(file, 'r')
+    try {
+      const expected = await chunkSumsOfOpenFile(fh, data.length, MIB)
+      expect(expected.slice(2)).to.deep.equal([null, null])
+      expect(await chunkSumsThroughNode(fh, data.length, MIB, 4)).to.deep.equal(expected)
+      expect(await chunkSumsThroughNode(fh, data.length, MIB, 1)).to.deep.equal(expected.slice(0, 1))
+      // Several chunks per read (8 MiB reads of 256 KiB chunks), the last one short.
+      const small = await chunkSumsOfOpenFile(fh, 2 * MIB + 100, 256 * 1024)
+      expect(await chunkSumsThroughNode(fh, 2 * MIB + 100, 256 * 1024, small.length)).to.deep.equal(small)
+      expect(small.at(-1)).to.be.a('string')
     } finally {
       await fh.close()
     }
