@@ -19,7 +19,9 @@ export interface FileRecord {
   /** Chunk grid of this file; `chunks[i]` is the xxh64 hex of chunk i once it is durable on disk. */
   chunkSizeBytes: number
   chunks: Array<string | null>
-  /** SHA-256 state over the durable prefix [0, offsetBytes). */
+  /** Chunks filled from their start but not complete: bytes [index*chunkSizeBytes, +bytes) are durable, with their xxh64. */
+  partialChunks?: Array<{index: number; bytes: number; xxh64: string}>
+  /** SHA-256 state over the durable prefix [0, offsetBytes) (may end inside a partial chunk). */
   sha256State?: SavedSha256State
   /** Name of the partial file inside the state directory's partial folder. */
   partialName?: string
