@@ -115,15 +115,23 @@ export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<Fil
   record.integrityFailures = 0
   ctx.journal.set(record)
   let remoteChanges = 0
+  /** The listing fetched to judge an ETag change, reused when it shows that the file changed. */
+  let relisted: {file: HubFile | undefined} | undefined
   for (;;) {
+    const current = file
+    const listingUnchanged = async (): Promise<boolean> => {
+      relisted = {file: await ctx.relist(current.path)}
+      return relisted.file?.sha256 === current.sha256 && relisted.file?.size === current.size
+    }
     try {
-      outcome.downloadedBytes += await downloadVerified(ctx, record, file)
+      outcome.downloadedBytes += await downloadVerified({...ctx, listingUnchanged}, record, file)
       break
     } catch (error) {
       if (!isMsrError(error) || error.code !== 'E_REMOTE_CHANGED' || ++remoteChanges > MAX_REMOTE_CHANGES) throw error
       ctx.emit({type: 'remote-changed', path: file.path, reason: error.message})
       await discardPartial(ctx, record)
-      const fresh = await ctx.relist(file.path)
+      const fresh = relisted ? relisted.file : await ctx.relist(file.path)
+      relisted = undefined
       if (!fresh) {
         throw new MsrError('E_REMOTE_CHANGED', `${file.path} disappeared from the hub's listing while downloading.`, {path: file.path, hint: 'Run the pull again to get the current file list.'})
       }

@@ -44,6 +44,12 @@ export interface TransferOptions {
   checkpointBytes: number
   /** `pull --check`: at `fast`/`full` a resume reads back every chunk its saved hash state covers. */
   check?: CheckLevel
+  /**
+   * Asked when the server names the file by another strong ETag than before: true when the hub's
+   * listing still gives the same sha256 and size (a mirror or CDN with its own ETags: keep the
+   * partial, the final SHA-256 decides); false when the file really changed.
+   */
+  listingUnchanged?: () => Promise<boolean>
 }
 
 /** Adaptive connections: checked this often, added while each connection is slower than this. */
@@ -259,11 +265,12 @@ export class ChunkedDownload {
         await this.fetchWithRetries(seg, asm)
       } finally {
         // Whole chunks already received are kept: hand them over even when the segment failed.
-        this.handOver(asm)
-        const spare = asm.release()
-        if (spare) this.writer.giveBack(spare)
-        this.assemblers.delete(seg)
+        if (!this.writeError) void this.handOver(asm)?.catch(() => {})
       }
+      // A failed segment keeps its assembler: the last checkpoint makes its partial chunk durable.
+      this.assemblers.delete(seg)
+      const spare = asm.release()
+      if (spare) this.writer.giveBack(spare)
       this.active = this.active.filter((s) => s !== seg)
       seg = takeOver(this.active, this.queue)
     }
@@ -331,6 +338,10 @@ export class ChunkedDownload {
         throw new MsrError('E_PROTOCOL', `Bad reply for ${record.path}: ${verdict.message}.`, {path: record.path, retryable: true})
       }
       const etag = strongEtag(res.headers.etag)
+      if (etag && record.etag && etag !== record.etag && this.opts.listingUnchanged && !(await this.opts.listingUnchanged())) {
+        res.body.destroy()
+        throw new MsrError('E_REMOTE_CHANGED', `${record.path} changed on the hub: the listing no longer gives the sha256 and size this partial was started with.`, {path: record.path})
+      }
       if (etag) record.etag = etag
       await this.consume(res.body, seg, asm, verdict.skipBytes)
     } finally {

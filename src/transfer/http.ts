@@ -81,7 +81,7 @@ export function networkError(error: unknown, url: URL, signal?: AbortSignal): un
   if (['ECONNABORTED', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'].includes(code)) {
     return new MsrError('E_TIMEOUT', `Timed out waiting for ${url.origin}.`, {retryable: true, cause: error})
   }
-  if (code.startsWith('HPE_') || /parse error/i.test(e?.message ?? '')) {
+  if (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || (error as Error)?.name === 'HTTPParserError' || /parse error|does not match the HTTP\/1\.1 protocol/i.test(e?.message ?? '')) {
     return new MsrError('E_PROTOCOL', `Malformed HTTP reply from ${url.origin}: ${e.message}.`, {retryable: true, cause: error})
   }
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
