@@ -98,7 +98,7 @@ describe('lossy and slow links: every received byte counts', function () {
       expect(res.code, res.stderr).to.equal(0)
       expect((await fs.readFile(path.join(dir, FILE))).equals(emu.contentOf(MODEL, FILE))).to.equal(true)
       const resumed = contentRequests(emu)[before]
-      expect(resumed?.rangeStart, 'resumed at the journal\\'s byte, not at a chunk boundary').to.equal(claimed)
+      expect(resumed?.rangeStart, "resumed at the journal's byte, not at a chunk boundary").to.equal(claimed)
       expect(await readJournal(dir)).to.not.equal(undefined)
     })
   }
