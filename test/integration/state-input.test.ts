@@ -1,4 +1,4 @@
-import {spawnSync} from 'node:child_process'
+import {execFileSync, spawnSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
@@ -131,6 +131,50 @@ describe('state files are input: symlinks in the state directory, prototype name
       expect((await fs.lstat(link)).isSymbolicLink(), 'the link is left alone').to.equal(true)
     })
   }
+
+  it('a journal that is a FIFO, or a symlink to a journal elsewhere, is not read through: set aside, the pull completes', async () => {
+    expect((await pull(ONE)).code).to.equal(0)
+    const journal = path.join(stateDir(), 'journal-v1.json')
+    const elsewhere = path.join(outside, 'journal.json')
+    await fs.rename(journal, elsewhere)
+    const original = await fs.readFile(elsewhere)
+    await fs.symlink(elsewhere, journal)
+    emu.clearLog()
+    const viaLink = await runCli(['pull', ONE, '--endpoint', emu.url, '--local-dir', dir, '--json'], {env: testEnv(home), timeoutMs: 20_000})
+    expect(viaLink.code, viaLink.stderr).to.equal(0)
+    expect(viaLink.stdout).to.contain('"type":"recovered-journal"').and.to.contain('a symlink')
+    expect((await fs.readFile(elsewhere)).equals(original), 'the link target is untouched').to.equal(true)
+    expect((await fs.lstat(journal)).isFile(), 'a journal of our own again').to.equal(true)
+    expect(emu.contentRequests(ONE).length, 'nothing fetched: the files on disk are adopted').to.equal(0)
+
+    await fs.rm(journal)
+    execFileSync('mkfifo', [journal])
+    // A plain read of a FIFO blocks until a writer appears: the pull would hang here for ever.
+    const viaFifo = await runCli(['pull', ONE, '--endpoint', emu.url, '--local-dir', dir, '--json'], {env: testEnv(home), timeoutMs: 20_000})
+    expect(viaFifo.signal, 'not killed by the timeout').to.equal(null)
+    expect(viaFifo.code, viaFifo.stderr).to.equal(0)
+    expect(viaFifo.stdout).to.contain('"type":"recovered-journal"').and.to.contain('not a regular file')
+    expect(emu.contentRequests(ONE).length, 'nothing fetched: the files on disk are adopted').to.equal(0)
+  })
+
+  it('a state manifest that is a symlink (or a FIFO) is not ours: verify goes by the journal, neither follows nor hangs', async () => {
+    expect((await pull(ONE)).code).to.equal(0)
+    const manifest = path.join(stateDir(), 'manifest-v1.json')
+    // A manifest elsewhere that calls config.json damaged: followed, verify would exit 4.
+    const other = JSON.parse(await fs.readFile(manifest, 'utf8')) as {files: Array<{path: string; sha256: string}>}
+    other.files.find((f) => f.path === 'config.json')!.sha256 = 'f'.repeat(64)
+    await fs.writeFile(path.join(outside, 'manifest.json'), JSON.stringify(other))
+    await fs.rm(manifest)
+    await fs.symlink(path.join(outside, 'manifest.json'), manifest)
+    const viaLink = await runCli(['verify', ONE, '--local-dir', dir], {env: testEnv(home), timeoutMs: 20_000})
+    expect(viaLink.code, viaLink.stderr).to.equal(0)
+
+    await fs.rm(manifest)
+    execFileSync('mkfifo', [manifest])
+    const viaFifo = await runCli(['verify', ONE, '--local-dir', dir], {env: testEnv(home), timeoutMs: 20_000})
+    expect(viaFifo.signal, 'not killed by the timeout').to.equal(null)
+    expect(viaFifo.code, viaFifo.stderr).to.equal(0)
+  })
 
   it('clean removes symlinked partial-v1 and quarantine folders as links, never their targets, and never a verified file', async () => {
     expect((await pull(ONE)).code).to.equal(0)
