@@ -24,7 +24,15 @@ export async function journalClaimsProblems(modelDir: string): Promise<{problems
     let prefix = 0
     while (prefix < r.chunks.length && r.chunks[prefix] !== null) prefix++
     durablePrefix[r.path] = Math.min(r.size, prefix * r.chunkSizeBytes)
-    if (r.status === 'complete') continue
+    if (r.status === 'complete') {
+      // Complete means verified at its final path: a regular file with the listed size and SHA-256.
+      const finalPath = path.join(modelDir, ...r.path.split('/'))
+      const stat = await fs.lstat(finalPath).catch(() => undefined)
+      if (!stat?.isFile()) problems.push(`${r.path}: journal says complete but no file is at its final path`)
+      else if (stat.size !== r.size) problems.push(`${r.path}: journal says complete but the file has ${stat.size} bytes, not ${r.size}`)
+      else if (createHash('sha256').update(await fs.readFile(finalPath)).digest('hex') !== r.sha256) problems.push(`${r.path}: journal says complete but the file's SHA-256 differs`)
+      continue
+    }
     if (!r.chunks.some((c) => c !== null)) continue
     const partial = path.join(stateDir, 'partial-v1', r.partialName ?? '')
     let data: Buffer
