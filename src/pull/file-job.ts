@@ -1,4 +1,3 @@
-import {createHash} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
@@ -9,8 +8,9 @@ import {chunkCount, chunkSizeFor} from '../integrity/chunks.js'
 import {sha256FileHex} from '../integrity/sha256.js'
 import type {FileRecord} from '../journal/schema.js'
 import {moveIntoPlace} from '../store/finalize.js'
-import {PARTIAL_DIR, QUARANTINE_DIR} from '../store/layout.js'
+import {PARTIAL_DIR, QUARANTINE_DIR, partialNameFor} from '../store/layout.js'
 import {resolveInside} from '../store/safe-path.js'
+import {O_NOFOLLOW} from '../store/state-file.js'
 import {ChunkedDownload, type TransferOptions} from '../transfer/file-download.js'
 
 /** Whole-file downloads that may end in a hash mismatch before we give up on a file. */
@@ -63,11 +63,6 @@ export function newRecord(file: HubFile): FileRecord {
 
 export function expectedFromRecord(record: FileRecord): ExpectedFile {
   return {path: record.path, size: record.size, sha256: record.sha256, chunkSizeBytes: record.chunkSizeBytes, chunks: record.chunks.map((c) => c ?? '')}
-}
-
-/** Stable across runs (so a resume finds it) and free of anything the hub chose. */
-export function partialNameFor(repoPath: string): string {
-  return `${createHash('sha256').update(repoPath).digest('hex').slice(0, 40)}.part`
 }
 
 export function partialPathOf(stateDir: string, record: FileRecord): string {
@@ -153,7 +148,8 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     const partialPath = partialPathOf(ctx.stateDir, record)
     let fh
     try {
-      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
+      // Never through a symlink planted at the partial's name (ELOOP: E_UNSAFE_PATH).
+      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT | O_NOFOLLOW, 0o600)
     } catch (error) {
       throw fromFsError(error, `opening the partial file of ${record.path}`, partialPath)
     }
@@ -231,7 +227,9 @@ async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: str
   }
   await fs.mkdir(path.join(ctx.stateDir, PARTIAL_DIR), {recursive: true, mode: 0o700})
   const partialPath = partialPathOf(ctx.stateDir, fresh)
-  await fs.copyFile(finalPath, partialPath, fs.constants.COPYFILE_FICLONE)
+  // copyFile follows a symlink at its destination: remove whatever is there, then create exclusively.
+  await fs.rm(partialPath, {force: true})
+  await fs.copyFile(finalPath, partialPath, fs.constants.COPYFILE_FICLONE | fs.constants.COPYFILE_EXCL)
   await fs.chmod(partialPath, 0o600)
   const damaged = new Set(check.damaged!.map((d) => d.chunk))
   fresh.chunks = record.chunks.map((c, i) => (damaged.has(i) ? null : c))

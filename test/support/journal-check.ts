@@ -28,9 +28,12 @@ export async function journalClaimsProblems(modelDir: string): Promise<{problems
     const partials = r.partialChunks ?? []
     durablePrefix[r.path] = Math.min(r.size, prefix * r.chunkSizeBytes + (partials.find((p) => p.index === prefix)?.bytes ?? 0))
     if (r.status === 'complete') {
-      const final = await fs.readFile(path.join(modelDir, ...r.path.split('/'))).catch(() => undefined)
-      if (!final) problems.push(`${r.path}: journal says complete but the file is missing`)
-      else if (createHash('sha256').update(final).digest('hex') !== r.sha256) problems.push(`${r.path}: journal says complete but the file's SHA-256 differs`)
+      // Complete means verified at its final path: a regular file with the listed size and SHA-256.
+      const finalPath = path.join(modelDir, ...r.path.split('/'))
+      const stat = await fs.lstat(finalPath).catch(() => undefined)
+      if (!stat?.isFile()) problems.push(`${r.path}: journal says complete but no file is at its final path`)
+      else if (stat.size !== r.size) problems.push(`${r.path}: journal says complete but the file has ${stat.size} bytes, not ${r.size}`)
+      else if (createHash('sha256').update(await fs.readFile(finalPath)).digest('hex') !== r.sha256) problems.push(`${r.path}: journal says complete but the file's SHA-256 differs`)
       continue
     }
     if (!r.chunks.some((c) => c !== null) && partials.length === 0) continue
