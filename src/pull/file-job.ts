@@ -195,6 +195,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     }
     record.integrityFailures++
     await quarantine(ctx, record)
+    delete record.partialChunks
     Object.assign(record, newRecord(file), {integrityFailures: record.integrityFailures, lastError: {code: 'E_INTEGRITY', message: `sha256 ${found}`, at: new Date().toISOString()}})
     await ctx.journal.flush()
     ctx.emit({type: 'integrity-retry', path: record.path, expected: record.sha256, found, attempt: record.integrityFailures})
@@ -215,7 +216,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
  * The damaged file stays at its final path until the repaired one replaces it atomically.
  */
 async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: string, check: FileCheck): Promise<FileRecord> {
-  const fresh: FileRecord = {...record, status: 'partial', sha256State: undefined, etag: undefined, partialName: partialNameFor(record.path)}
+  const fresh: FileRecord = {...record, status: 'partial', sha256State: undefined, partialChunks: undefined, etag: undefined, partialName: partialNameFor(record.path)}
   delete fresh.completedAt
   // A file longer than it should be, with every chunk intact, needs no bytes at all: the partial
   // is cut back to size when the download is prepared.
@@ -267,9 +268,10 @@ export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord,
  */
 async function discardPartial(ctx: JobContext, record: FileRecord): Promise<void> {
   const partialPath = partialPathOf(ctx.stateDir, record)
-  if (record.status !== 'complete' && record.chunks.some((c) => c !== null)) {
+  if (record.status !== 'complete' && (record.chunks.some((c) => c !== null) || record.partialChunks?.length)) {
     record.chunks = record.chunks.map(() => null)
     delete record.sha256State
+    delete record.partialChunks
     await ctx.journal.flush()
   }
   await fs.rm(partialPath, {force: true})
