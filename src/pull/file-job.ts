@@ -176,6 +176,8 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         // Data first, claim second: a batched journal flush may run during the datasync.
         await fh.datasync()
         record.chunks = download.chunkSums()
+        // Every chunk is whole now: a partial-chunk claim beside it would make the journal invalid.
+        delete record.partialChunks
         await fh.chmod(0o644)
       }
     } finally {
@@ -252,7 +254,7 @@ async function completeRecordFromDisk(file: HubFile, finalPath: string): Promise
   const record = newRecord(file)
   const sums = await chunkSumsOfFile(finalPath, record)
   const now = new Date().toISOString()
-  return {...record, chunks: sums, status: 'complete', completedAt: now, checkedAt: now}
+  return {...record, chunks: sums, partialChunks: undefined, status: 'complete', completedAt: now, checkedAt: now}
 }
 
 export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord, 'path' | 'size' | 'chunkSizeBytes'>): Promise<string[]> {
