@@ -147,7 +147,8 @@ export class PullThrough {
 
 /** A glob (pull's --include syntax, fnmatch) that matches exactly this path and nothing else. */
 export function exactGlob(repoPath: string): string {
-  return repoPath.replace(/[[*?]/g, (c) => `[${c}]`)
+  // A trailing '/' would mean "everything below" (the official client's rule).
+  return repoPath.replace(/[[*?]|\/$/g, (c) => `[${c}]`)
 }
 
 function deferred(): Waiter {
