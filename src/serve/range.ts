@@ -13,7 +13,10 @@ const SINGLE_RANGE = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i
 
 export function decideRange(opts: {range?: string; ifRange?: string; size: number; etag: string; lastModified?: string}): RangeDecision {
   const {range, size} = opts
-  if (range === undefined) return {kind: 'full'}
+  // An empty file has no byte to range over: answering its Range with 416 would make a caching
+  // proxy that always asks for ranges (nginx's slice module) pass an error on for an empty file.
+  // The RFC lets a server ignore Range; an empty 200 is what the client wanted.
+  if (range === undefined || size === 0) return {kind: 'full'}
   // A client resuming with If-Range whose validator no longer matches gets the whole new file, not
   // a slice of it appended to the old bytes.
   if (opts.ifRange !== undefined && !ifRangeMatches(opts.ifRange, opts.etag, opts.lastModified)) return {kind: 'full'}
@@ -24,7 +27,7 @@ export function decideRange(opts: {range?: string; ifRange?: string; size: numbe
   if (first === '') {
     const suffix = toInt(last)
     if (suffix === undefined) return {kind: 'full'}
-    if (suffix === 0 || size === 0) return {kind: 'unsatisfiable'}
+    if (suffix === 0) return {kind: 'unsatisfiable'}
     return {kind: 'partial', start: Math.max(0, size - suffix), endInclusive: size - 1}
   }
   const start = toInt(first)

@@ -211,7 +211,7 @@ export class Mirror {
     const listOpts = {root: query.get('Root') ?? '', recursive: /^true$/i.test(query.get('Recursive') ?? 'False'), committedDate: local?.createdAt ?? Math.floor(Date.now() / 1000)}
     if (local && !servesRevision(local, revision)) return sendJson(res, 404, null, revisionMissing(modelId, revision, local))
     let files: VerifiedFile[] = local ? await this.opts.catalog.present(local) : []
-    if (this.opts.upstream) {
+    if (this.opts.upstream && !(local && this.opts.upstream.unreachable)) {
       try {
         const listing = await this.opts.upstream.listing(modelId, local?.revision ?? revision, this.shutdown.signal)
         const have = new Set(files.map((f) => f.path))

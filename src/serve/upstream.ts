@@ -11,6 +11,7 @@ const LISTING_TTL_MS = 30_000
  */
 export class Upstream {
   private readonly listings = new Map<string, {at: number; value: Promise<HubListing>}>()
+  private unreachableUntil = 0
 
   constructor(readonly hub: Hub, private readonly timeoutMs: number) {}
 
@@ -26,8 +27,20 @@ export class Upstream {
     const value = this.hub.listFiles(modelId, revision, AbortSignal.any([signal, AbortSignal.timeout(this.timeoutMs)]))
     this.listings.set(key, {at: Date.now(), value})
     // A failure is not cached: the next request asks again.
-    value.catch(() => this.listings.delete(key))
+    value.catch((error) => {
+      this.listings.delete(key)
+      const down = isMsrError(error) ? error.code === 'E_NETWORK' || error.code === 'E_TIMEOUT' : (error as Error)?.name === 'TimeoutError'
+      if (down) this.unreachableUntil = Date.now() + LISTING_TTL_MS
+    })
     return value
+  }
+
+  /**
+   * True for a while after upstream could not be reached: listings of cached models then skip it,
+   * so a mirror whose WAN is down answers at once instead of after a timeout per request.
+   */
+  get unreachable(): boolean {
+    return Date.now() < this.unreachableUntil
   }
 
   /** `Data` of an upstream API route (probe, revisions), or the status it failed with. */

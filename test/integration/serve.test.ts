@@ -134,6 +134,10 @@ describe('serve: a mirror of the verified files of a cache', function () {
     expect(past.status).to.equal(416)
     expect(past.headers['content-range']).to.equal(`bytes */${size}`)
     expect(past.body.length).to.equal(0)
+    // An empty file has no range to cut: the whole (empty) file, so a slicing proxy passes it on.
+    const empty = await request(serve.url, downloadTarget(MODEL, 'empty.txt'), {headers: {Range: 'bytes=0-8388607'}})
+    expect(empty.status).to.equal(200)
+    expect(empty.headers['content-length']).to.equal('0')
     const head = await request(serve.url, target, {method: 'HEAD'})
     expect(head.status).to.equal(200)
     expect(head.headers['content-length']).to.equal(String(size))
@@ -423,6 +427,20 @@ describe('serve --upstream: pull-through', function () {
     const r = await request(serve.url, downloadTarget('acme/slow', 'big.bin'))
     expect(r.status).to.equal(502)
     expect(envelopeOf(r).Message).to.contain('E_AUTH')
+  })
+
+  it('upstream gone: cached files are still served; a file only upstream has is 502 naming the network error', async () => {
+    serve = await startServe(['--upstream', up.url], testEnv(home))
+    const first = await request(serve.url, downloadTarget(REMOTE, 'config.json'))
+    expect(first.status).to.equal(200)
+    expect((await serve.run.waitForEvent((e) => e.type === 'access' && e.path === 'config.json')).source).to.equal('upstream')
+    await up.stop()
+    const again = await request(serve.url, downloadTarget(REMOTE, 'config.json'))
+    expect(again.status).to.equal(200)
+    expect(again.body.equals(up.contentOf(REMOTE, 'config.json'))).to.equal(true)
+    const missing = await request(serve.url, downloadTarget(REMOTE, 'model.safetensors'))
+    expect(missing.status).to.equal(502)
+    expect(envelopeOf(missing).Message).to.match(/E_NETWORK|E_TIMEOUT/)
   })
 
   it('SIGTERM: stops, the upstream pull checkpoints, exit 0; the next serve resumes it from the checkpoint', async () => {

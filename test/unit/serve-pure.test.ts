@@ -27,12 +27,13 @@ describe('serve: Range and If-Range decisions (RFC 9110)', () => {
     expect(range('bytes=0-999')).to.deep.equal({kind: 'partial', start: 0, endInclusive: 999})
   })
 
-  it('416 for a start at or past the end, a zero suffix, any range of an empty file', () => {
+  it('416 for a start at or past the end and a zero suffix; an empty file is sent whole (200), Range or not', () => {
     expect(range('bytes=1000-')).to.deep.equal({kind: 'unsatisfiable'})
     expect(range('bytes=1000-2000')).to.deep.equal({kind: 'unsatisfiable'})
     expect(range('bytes=-0')).to.deep.equal({kind: 'unsatisfiable'})
-    expect(range('bytes=0-', 0)).to.deep.equal({kind: 'unsatisfiable'})
-    expect(range('bytes=-1', 0)).to.deep.equal({kind: 'unsatisfiable'})
+    expect(range('bytes=0-', 0)).to.deep.equal({kind: 'full'})
+    expect(range('bytes=0-8388607', 0)).to.deep.equal({kind: 'full'})
+    expect(range('bytes=-1', 0)).to.deep.equal({kind: 'full'})
   })
 
   it('ignores (whole file, 200) what it cannot honour exactly: junk, other units, multi-range, last < first, huge numbers', () => {
