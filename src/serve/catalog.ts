@@ -61,7 +61,9 @@ export class Catalog {
     const manifest = await readManifest(manifestFile).catch(() => undefined)
     const {doc} = await Journal.peek(location.stateDir)
     const snapshot = snapshotOf(modelId, location, manifest, doc)
-    this.cache.set(modelId, {key, snapshot})
+    // Only models that exist are remembered: ids made up by clients must not grow the map.
+    if (snapshot) this.cache.set(modelId, {key, snapshot})
+    else this.cache.delete(modelId)
     return snapshot
   }
 

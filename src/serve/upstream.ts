@@ -25,6 +25,8 @@ export class Upstream {
     const hit = this.listings.get(key)
     if (hit && Date.now() - hit.at < LISTING_TTL_MS) return hit.value
     const value = this.hub.listFiles(modelId, revision, AbortSignal.any([signal, AbortSignal.timeout(this.timeoutMs)]))
+    // Expired entries go as new ones come: ids made up by clients must not grow the map for good.
+    for (const [k, v] of this.listings) if (Date.now() - v.at >= LISTING_TTL_MS) this.listings.delete(k)
     this.listings.set(key, {at: Date.now(), value})
     // A failure is not cached: the next request asks again.
     value.catch((error) => {
