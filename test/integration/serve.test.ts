@@ -272,7 +272,7 @@ describe('serve: a mirror of the verified files of a cache', function () {
       const now = new Date().toISOString()
       // The journal's word that it is verified (serve trusts it; this test is about the socket).
       await writeJournal(dir, {kind: 'ms-resume/journal', version: 1, hub: 'modelscope', endpoint: emu.url, modelId: 'acme/stream', revision: 'master', createdAt: now, updatedAt: now, files: {
-        'huge.bin': {path: 'huge.bin', size, sha256: '5'.repeat(64), commit: '', status: 'complete', chunkSizeBytes: size, chunks: ['0'.repeat(16)], integrityFailures: 0},
+        'huge.bin': {path: 'huge.bin', size, sha256: '5'.repeat(64), commit: '', status: 'complete', chunkSizeBytes: MiB, chunks: Array.from({length: size / MiB}, () => '0'.repeat(16)), integrityFailures: 0},
       }})
       slow = await startServe(['--timeout', '1'], testEnv(streamHome))
       const rssBefore = await rssBytes(slow.run.child.pid!)
