@@ -144,6 +144,10 @@ export class Nginx {
     throw new Error(`nginx (${NGINX_BIN}) did not start: ${lastError.slice(-600)}`)
   }
 
+  get pid(): number | undefined {
+    return this.child.pid
+  }
+
   /** Every request logged so far (needs `accessLog: true`). */
   async accessLog(): Promise<AccessEntry[]> {
     const text = await fs.readFile(path.join(this.prefix, 'access.log'), 'utf8').catch(() => '')
