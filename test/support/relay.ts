@@ -142,7 +142,8 @@ export class Relay {
       } else {
         // FIN after the last piece; the client closes its side (destroying here could reset data
         // the client has not read yet). One that never does is cut off later.
-        client.end(lastPiece && lastPiece.length > 0 ? lastPiece : undefined)
+        if (lastPiece && lastPiece.length > 0) client.end(lastPiece)
+        else client.end()
         setTimeout(() => client.destroy(), 30_000).unref()
       }
     }
