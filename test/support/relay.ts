@@ -125,18 +125,27 @@ export class Relay {
     upstream.setNoDelay(true)
     const lanes: Lane[] = []
     let finished = false
-    const finish = (how: 'destroy' | 'drop', lastPiece?: Buffer) => {
+    /** 'drop': dropAfterBytes was reached. 'reset': `failed` errored (the other side is reset, as a
+     * reset or a refused connection would reach it through a real link). 'destroy': all done. */
+    const finish = (how: 'destroy' | 'drop' | 'reset', lastPiece?: Buffer, failed?: net.Socket) => {
       if (finished) return
       finished = true
       for (const l of lanes) {
         l.close()
         this.lanes.delete(l)
       }
+      if (how === 'reset') {
+        for (const s of [client, upstream]) {
+          if (s !== failed && !s.destroyed && !s.connecting) s.resetAndDestroy()
+          else s.destroy()
+        }
+        return
+      }
       upstream.destroy()
       if (how === 'destroy') {
         client.destroy()
       } else if (this.o.dropWith === 'rst') {
-        // A reset while the last piece is still queued in libuv goes out as a FIN: reset after it.
+        // Reset once the last piece is in the kernel: a reset discards what libuv still queues.
         if (lastPiece && lastPiece.length > 0) client.write(lastPiece, () => client.resetAndDestroy())
         else client.resetAndDestroy()
       } else {
@@ -182,7 +191,7 @@ export class Relay {
     this.lanes.add(toServer).add(toClient)
     let closes = 0
     for (const s of [client, upstream]) {
-      s.on('error', () => finish('destroy'))
+      s.on('error', () => finish('reset', undefined, s))
       s.on('close', () => {
         this.sockets.delete(s)
         // A side gone for good (reset, or both directions ended): nothing more can flow.
