@@ -15,6 +15,20 @@ export interface Row {
 
 export const rows: Row[] = []
 
+/** One observed figure over the runs of a tool. */
+export interface Spread {
+  median: number
+  min: number
+  max: number
+}
+
+/** "37" when every run saw the same, else "37 (35-109)": outliers stay visible beside the median. */
+export function spread(s: Spread | undefined, digits = 0): string {
+  if (!s || !Number.isFinite(s.median)) return '-'
+  const f = (n: number) => n.toFixed(digits)
+  return f(s.min) === f(s.max) ? f(s.median) : `${f(s.median)} (${f(s.min)}-${f(s.max)})`
+}
+
 export interface Tool {
   name: string
   /** Runs before every run of this tool (a fresh output directory, counters reset). */
@@ -22,8 +36,8 @@ export interface Tool {
   run: () => Promise<Measured>
   /** Figures read after every run, failed ones included (connections, bytes relayed). */
   observe?: (m: Measured) => Promise<Record<string, number>> | Record<string, number>
-  /** The extra column from the medians of the observed figures. */
-  extra?: (medians: Record<string, number>, runs: Measured[]) => string
+  /** The extra column from the observed figures (median, and range over the runs) and the runs. */
+  extra?: (seen: Record<string, Spread>, runs: Measured[]) => string
   target?: string
 }
 
@@ -60,9 +74,12 @@ export async function compare(scenario: string, tools: Tool[], baseline: string 
     const all = runs.get(tool.name) ?? []
     const good = ok(tool.name)
     const seen = observed.get(tool.name) ?? []
-    const medians: Record<string, number> = {}
-    for (const key of new Set(seen.flatMap((s) => Object.keys(s)))) medians[key] = median(seen.map((s) => s[key]))
-    const notes = [tool.extra?.(medians, all) ?? '']
+    const figures: Record<string, Spread> = {}
+    for (const key of new Set(seen.flatMap((s) => Object.keys(s)))) {
+      const xs = seen.map((s) => s[key]).filter(Number.isFinite)
+      figures[key] = {median: median(xs), min: Math.min(...xs), max: Math.max(...xs)}
+    }
+    const notes = [tool.extra?.(figures, all) ?? '']
     const failed = all.filter((m) => m.code !== 0)
     if (failed.length > 0) {
       const codes = [...new Set(failed.map((m) => m.code))].join('/')

@@ -2,7 +2,7 @@ import path from 'node:path'
 
 import {downloadUrl} from '../../test/support/static-hub.js'
 import {BIG_MIB, EDGE_BPS, EDGE_MIB, EDGE_RTT_MS, LOSSY_BPS, LOSSY_DROP_BYTES, LOSSY_MIB, LOSSY_RTT_MS, MiB, ROUNDS, THROTTLED_BPS, THROTTLED_MIB, WORK} from './config.js'
-import {type Tool, compare, rows} from './report.js'
+import {type Spread, type Tool, compare, rows, spread} from './report.js'
 import {HAVE_ARIA2, HAVE_CURL, aria2c, curl, fresh, log, msResume, startCdn} from './tools.js'
 
 /** Large-file scenarios: one file from nginx, on loopback or through the relay. */
@@ -65,7 +65,7 @@ export async function edge(): Promise<void> {
       relay.resetCounters()
     }
     const observe = () => ({connections: relay.connections, concurrent: relay.maxConcurrent})
-    const extra = (m: Record<string, number>) => `${m.connections} connections (${m.concurrent} at once)`
+    const extra = (m: Record<string, Spread>) => `${spread(m.connections)} connections, ${spread(m.concurrent)} at once`
     const tools: Tool[] = [{
       name: 'ms-resume (automatic connections)', before, observe, extra, target: '<= 1.0 x aria2c -x8; connections <= aria2c + 4',
       run: () => msResume(['pull', cdn.model.id, '--endpoint', cdn.endpoint, '--local-dir', dir], {env: {...process.env, NODE_EXTRA_CA_CERTS: cdn.certPath}}),
@@ -98,7 +98,7 @@ export async function lossy(): Promise<void> {
       relay.resetCounters()
     }
     const observe = () => ({bytesRatio: relay.bytesToClient / size, connections: relay.connections})
-    const extra = (m: Record<string, number>) => `${m.bytesRatio.toFixed(2)} x the file relayed, ${m.connections} connections`
+    const extra = (m: Record<string, Spread>) => `${spread(m.bytesRatio, 2)} x the file relayed, ${spread(m.connections)} connections`
     const tools: Tool[] = [{
       name: 'ms-resume', before, observe, extra, target: '<= 1.1 x aria2c; bytes <= 1.02 x file',
       run: () => msResume(['pull', cdn.model.id, '--endpoint', cdn.endpoint, '--local-dir', dir]),

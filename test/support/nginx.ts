@@ -56,29 +56,35 @@ function freePort(): Promise<number> {
   })
 }
 
+/** A path as an nginx string (a space or `;` in a temp dir would otherwise end the directive). */
+function q(p: string): string {
+  if (/["\\$\n]/.test(p)) throw new Error(`nginx config cannot hold this path: ${JSON.stringify(p)}`)
+  return `"${p}"`
+}
+
 function config(o: NginxOptions, prefix: string, port: number): string {
   const root = path.resolve(o.root)
   const tls = o.tls
-    ? `ssl_certificate ${o.tls.certPath};\n    ssl_certificate_key ${o.tls.keyPath};\n    ssl_session_cache shared:msr:1m;\n    ssl_session_timeout 1h;`
+    ? `ssl_certificate ${q(o.tls.certPath)};\n    ssl_certificate_key ${q(o.tls.keyPath)};\n    ssl_session_cache shared:msr:1m;\n    ssl_session_timeout 1h;`
     : ''
   const rate = o.limitRateBytesPerSec ? `limit_rate ${Math.round(o.limitRateBytesPerSec)};` : ''
   const notFound = `error_page 404 @api404;`
   return `daemon off;
 master_process off;
 worker_processes 1;
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/error.log warn;
+pid ${q(`${prefix}/nginx.pid`)};
+error_log ${q(`${prefix}/error.log`)} warn;
 events { worker_connections 4096; }
 http {
   types { application/json json; }
   default_type application/octet-stream;
   log_format msr '$msec\\t$status\\t$body_bytes_sent\\t$request_method\\t$request_uri\\t$http_range\\t$connection\\t$connection_requests';
-  access_log ${o.accessLog ? `${prefix}/access.log msr` : 'off'};
-  client_body_temp_path ${prefix}/tmp/body;
-  proxy_temp_path ${prefix}/tmp/proxy;
-  fastcgi_temp_path ${prefix}/tmp/fastcgi;
-  uwsgi_temp_path ${prefix}/tmp/uwsgi;
-  scgi_temp_path ${prefix}/tmp/scgi;
+  access_log ${o.accessLog ? `${q(`${prefix}/access.log`)} msr` : 'off'};
+  client_body_temp_path ${q(`${prefix}/tmp/body`)};
+  proxy_temp_path ${q(`${prefix}/tmp/proxy`)};
+  fastcgi_temp_path ${q(`${prefix}/tmp/fastcgi`)};
+  uwsgi_temp_path ${q(`${prefix}/tmp/uwsgi`)};
+  scgi_temp_path ${q(`${prefix}/tmp/scgi`)};
   sendfile on;
   tcp_nopush on;
   tcp_nodelay on;
@@ -89,7 +95,7 @@ http {
   server {
     listen 127.0.0.1:${port}${o.tls ? ' ssl' : ''};
     ${tls}
-    root ${root};
+    root ${q(root)};
     location ~ ^/api/v1/models/([^/]+)/([^/]+)/repo/files$ { ${notFound} try_files /hub/$1/$2/files.json =404; }
     location ~ ^/api/v1/models/([^/]+)/([^/]+)/revisions$ { ${notFound} try_files /hub/$1/$2/revisions.json =404; }
     location ~ ^/api/v1/models/([^/]+)/([^/]+)/repo$ { return 302 /blobs/$1/$2/$arg_FilePath; }
