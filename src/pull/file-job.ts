@@ -1,4 +1,3 @@
-import {createHash} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
@@ -9,8 +8,9 @@ import {chunkCount, chunkSizeFor} from '../integrity/chunks.js'
 import {sha256FileHex} from '../integrity/sha256.js'
 import type {FileRecord} from '../journal/schema.js'
 import {moveIntoPlace} from '../store/finalize.js'
-import {PARTIAL_DIR, QUARANTINE_DIR} from '../store/layout.js'
+import {PARTIAL_DIR, QUARANTINE_DIR, partialNameFor} from '../store/layout.js'
 import {resolveInside} from '../store/safe-path.js'
+import {O_NOFOLLOW} from '../store/state-file.js'
 import {ChunkedDownload, type TransferOptions} from '../transfer/file-download.js'
 
 /** Whole-file downloads that may end in a hash mismatch before we give up on a file. */
@@ -65,11 +65,6 @@ export function expectedFromRecord(record: FileRecord): ExpectedFile {
   return {path: record.path, size: record.size, sha256: record.sha256, chunkSizeBytes: record.chunkSizeBytes, chunks: record.chunks.map((c) => c ?? '')}
 }
 
-/** Stable across runs (so a resume finds it) and free of anything the hub chose. */
-export function partialNameFor(repoPath: string): string {
-  return `${createHash('sha256').update(repoPath).digest('hex').slice(0, 40)}.part`
-}
-
 export function partialPathOf(stateDir: string, record: FileRecord): string {
   return path.join(stateDir, PARTIAL_DIR, record.partialName ?? partialNameFor(record.path))
 }
@@ -115,15 +110,23 @@ export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<Fil
   record.integrityFailures = 0
   ctx.journal.set(record)
   let remoteChanges = 0
+  /** The listing fetched to judge an ETag change, reused when it shows that the file changed. */
+  let relisted: {file: HubFile | undefined} | undefined
   for (;;) {
+    const current = file
+    const listingUnchanged = async (): Promise<boolean> => {
+      relisted = {file: await ctx.relist(current.path)}
+      return relisted.file?.sha256 === current.sha256 && relisted.file?.size === current.size
+    }
     try {
-      outcome.downloadedBytes += await downloadVerified(ctx, record, file)
+      outcome.downloadedBytes += await downloadVerified({...ctx, listingUnchanged}, record, file)
       break
     } catch (error) {
       if (!isMsrError(error) || error.code !== 'E_REMOTE_CHANGED' || ++remoteChanges > MAX_REMOTE_CHANGES) throw error
       ctx.emit({type: 'remote-changed', path: file.path, reason: error.message})
       await discardPartial(ctx, record)
-      const fresh = await ctx.relist(file.path)
+      const fresh = relisted ? relisted.file : await ctx.relist(file.path)
+      relisted = undefined
       if (!fresh) {
         throw new MsrError('E_REMOTE_CHANGED', `${file.path} disappeared from the hub's listing while downloading.`, {path: file.path, hint: 'Run the pull again to get the current file list.'})
       }
@@ -145,7 +148,8 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     const partialPath = partialPathOf(ctx.stateDir, record)
     let fh
     try {
-      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
+      // Never through a symlink planted at the partial's name (ELOOP: E_UNSAFE_PATH).
+      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT | O_NOFOLLOW, 0o600)
     } catch (error) {
       throw fromFsError(error, `opening the partial file of ${record.path}`, partialPath)
     }
@@ -172,6 +176,8 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         // Data first, claim second: a batched journal flush may run during the datasync.
         await fh.datasync()
         record.chunks = download.chunkSums()
+        // Every chunk is whole now: a partial-chunk claim beside it would make the journal invalid.
+        delete record.partialChunks
         await fh.chmod(0o644)
       }
     } finally {
@@ -191,6 +197,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     }
     record.integrityFailures++
     await quarantine(ctx, record)
+    delete record.partialChunks
     Object.assign(record, newRecord(file), {integrityFailures: record.integrityFailures, lastError: {code: 'E_INTEGRITY', message: `sha256 ${found}`, at: new Date().toISOString()}})
     await ctx.journal.flush()
     ctx.emit({type: 'integrity-retry', path: record.path, expected: record.sha256, found, attempt: record.integrityFailures})
@@ -211,7 +218,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
  * The damaged file stays at its final path until the repaired one replaces it atomically.
  */
 async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: string, check: FileCheck): Promise<FileRecord> {
-  const fresh: FileRecord = {...record, status: 'partial', sha256State: undefined, etag: undefined, partialName: partialNameFor(record.path)}
+  const fresh: FileRecord = {...record, status: 'partial', sha256State: undefined, partialChunks: undefined, etag: undefined, partialName: partialNameFor(record.path)}
   delete fresh.completedAt
   // A file longer than it should be, with every chunk intact, needs no bytes at all: the partial
   // is cut back to size when the download is prepared.
@@ -223,7 +230,9 @@ async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: str
   }
   await fs.mkdir(path.join(ctx.stateDir, PARTIAL_DIR), {recursive: true, mode: 0o700})
   const partialPath = partialPathOf(ctx.stateDir, fresh)
-  await fs.copyFile(finalPath, partialPath, fs.constants.COPYFILE_FICLONE)
+  // copyFile follows a symlink at its destination: remove whatever is there, then create exclusively.
+  await fs.rm(partialPath, {force: true})
+  await fs.copyFile(finalPath, partialPath, fs.constants.COPYFILE_FICLONE | fs.constants.COPYFILE_EXCL)
   await fs.chmod(partialPath, 0o600)
   const damaged = new Set(check.damaged!.map((d) => d.chunk))
   fresh.chunks = record.chunks.map((c, i) => (damaged.has(i) ? null : c))
@@ -245,7 +254,7 @@ async function completeRecordFromDisk(file: HubFile, finalPath: string): Promise
   const record = newRecord(file)
   const sums = await chunkSumsOfFile(finalPath, record)
   const now = new Date().toISOString()
-  return {...record, chunks: sums, status: 'complete', completedAt: now, checkedAt: now}
+  return {...record, chunks: sums, partialChunks: undefined, status: 'complete', completedAt: now, checkedAt: now}
 }
 
 export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord, 'path' | 'size' | 'chunkSizeBytes'>): Promise<string[]> {
@@ -261,9 +270,10 @@ export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord,
  */
 async function discardPartial(ctx: JobContext, record: FileRecord): Promise<void> {
   const partialPath = partialPathOf(ctx.stateDir, record)
-  if (record.status !== 'complete' && record.chunks.some((c) => c !== null)) {
+  if (record.status !== 'complete' && (record.chunks.some((c) => c !== null) || record.partialChunks?.length)) {
     record.chunks = record.chunks.map(() => null)
     delete record.sha256State
+    delete record.partialChunks
     await ctx.journal.flush()
   }
   await fs.rm(partialPath, {force: true})

@@ -18,16 +18,6 @@ export interface TestCertificate {
 
 let made: TestCertificate | undefined
 
-/** Whether the openssl binary this module needs is on PATH. */
-export function haveOpenssl(): boolean {
-  try {
-    execFileSync('openssl', ['version'], {stdio: 'ignore'})
-    return true
-  } catch {
-    return false
-  }
-}
-
 function writePems(dir: string, pems: {key: string; cert: string}): TestCertificate {
   fs.mkdirSync(dir, {recursive: true})
   const keyPath = path.join(dir, 'key.pem')
