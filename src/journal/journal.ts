@@ -35,7 +35,7 @@ class DurableJsonAdapter implements Adapter<JournalDoc> {
   }
 
   async write(doc: JournalDoc): Promise<void> {
-    await writeFileDurable(this.file, JSON.stringify(doc), 0o600)
+    await writeFileDurable(this.file, JSON.stringify(doc))
   }
 }
 
@@ -63,12 +63,17 @@ export class Journal {
     private readonly db: Low<JournalDoc>,
     readonly file: string,
     readonly flushIntervalMs: number,
+    private readonly beforeWrite?: () => Promise<void>,
   ) {}
 
   static async open(
     stateDir: string,
     init: {hub: string; endpoint: string; modelId: string; revision: string},
-    opts: {flushIntervalMs?: number} = {},
+    opts: {
+      flushIntervalMs?: number
+      /** Runs before every write and stops it by throwing: a pull that lost its lock writes no journal. */
+      beforeWrite?: () => Promise<void>
+    } = {},
   ): Promise<JournalOpenResult> {
     const file = path.join(stateDir, JOURNAL_FILE)
     await removeStrayTempFiles(file)
@@ -87,7 +92,7 @@ export class Journal {
       db.data = emptyJournal(init)
       recovered = {reason: error.message, movedTo}
     }
-    const journal = new Journal(db, file, opts.flushIntervalMs ?? 250)
+    const journal = new Journal(db, file, opts.flushIntervalMs ?? 250, opts.beforeWrite)
     Object.assign(journal.doc, {endpoint: init.endpoint, revision: init.revision})
     return {journal, recovered}
   }
@@ -148,6 +153,7 @@ export class Journal {
 
   private async writeNow(): Promise<void> {
     this.db.data.updatedAt = new Date().toISOString()
+    await this.beforeWrite?.()
     const started = performance.now()
     try {
       await this.db.write()

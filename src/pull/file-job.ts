@@ -7,6 +7,7 @@ import type {HubFile} from '../hub/types.js'
 import {type CheckLevel, type ExpectedFile, type FileCheck, checkFile, chunkSumsOnDisk} from '../integrity/check.js'
 import {chunkCount, chunkSizeFor} from '../integrity/chunks.js'
 import {sha256FileHex} from '../integrity/sha256.js'
+import {DIR_MODE, FILE_MODE, settleFileMode} from '../journal/file-modes.js'
 import type {FileRecord} from '../journal/schema.js'
 import {moveIntoPlace} from '../store/finalize.js'
 import {PARTIAL_DIR, QUARANTINE_DIR} from '../store/layout.js'
@@ -145,7 +146,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     const partialPath = partialPathOf(ctx.stateDir, record)
     let fh
     try {
-      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
+      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT, FILE_MODE)
     } catch (error) {
       throw fromFsError(error, `opening the partial file of ${record.path}`, partialPath)
     }
@@ -172,7 +173,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         // Data first, claim second: a batched journal flush may run during the datasync.
         await fh.datasync()
         record.chunks = download.chunkSums()
-        await fh.chmod(0o644)
+        await settleFileMode(fh)
       }
     } finally {
       await fh.close()
@@ -221,10 +222,9 @@ async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: str
     fresh.chunks = record.chunks.map(() => null)
     return fresh
   }
-  await fs.mkdir(path.join(ctx.stateDir, PARTIAL_DIR), {recursive: true, mode: 0o700})
+  await fs.mkdir(path.join(ctx.stateDir, PARTIAL_DIR), {recursive: true, mode: DIR_MODE})
   const partialPath = partialPathOf(ctx.stateDir, fresh)
   await fs.copyFile(finalPath, partialPath, fs.constants.COPYFILE_FICLONE)
-  await fs.chmod(partialPath, 0o600)
   const damaged = new Set(check.damaged!.map((d) => d.chunk))
   fresh.chunks = record.chunks.map((c, i) => (damaged.has(i) ? null : c))
   return fresh
@@ -272,7 +272,7 @@ async function discardPartial(ctx: JobContext, record: FileRecord): Promise<void
 /** A partial whose hash did not match is kept for a post-mortem (one per file), never handed over. */
 async function quarantine(ctx: JobContext, record: FileRecord): Promise<void> {
   const dir = path.join(ctx.stateDir, QUARANTINE_DIR)
-  await fs.mkdir(dir, {recursive: true, mode: 0o700})
+  await fs.mkdir(dir, {recursive: true, mode: DIR_MODE})
   await fs.rename(partialPathOf(ctx.stateDir, record), path.join(dir, record.partialName ?? partialNameFor(record.path)))
 }
 

@@ -9,6 +9,7 @@ import type {CheckLevel} from '../integrity/check.js'
 import {type Manifest, buildManifest, writeManifest} from '../integrity/manifest.js'
 import {Journal} from '../journal/journal.js'
 import {removeStrayTempFiles} from '../journal/durable-file.js'
+import {DIR_MODE} from '../journal/file-modes.js'
 import {acquireModelLock} from '../journal/lock.js'
 import {type FileRecord, durableBytes} from '../journal/schema.js'
 import {MANIFEST_FILE, type ModelLocation, PARTIAL_DIR, modelIdOf} from '../store/layout.js'
@@ -17,6 +18,7 @@ import {RateLimiter, sleep} from '../transfer/rate-limiter.js'
 import {DEFAULT_RETRY_POLICY, type RetryPolicy, nextDelayMs} from '../transfer/retry-policy.js'
 import {type FileOutcome, type JobContext, newRecord, pullOneFile} from './file-job.js'
 import {makePathFilter} from './filter.js'
+import {pullWithoutWriting} from './read-only-pull.js'
 import {formatBytes} from '../format.js'
 
 export interface PullOptions {
@@ -118,7 +120,13 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     return summary
   }
 
-  await prepareDirectories(location)
+  try {
+    await prepareDirectories(location)
+  } catch (error) {
+    // Cannot write here (read-only mount, someone else's cache): fine if nothing needs writing.
+    if (isMsrError(error) && error.code === 'E_PERMISSION') return pullWithoutWriting(files, opts, error, summary, started)
+    throw error
+  }
   const lock = await acquireModelLock(location.stateDir, {
     waitMs: opts.lockWaitMs ?? Number.POSITIVE_INFINITY,
     signal,
@@ -133,7 +141,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   if (signal.aborted) onAbort()
   let journal: Journal | undefined
   try {
-    const opened = await Journal.open(location.stateDir, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision})
+    const opened = await Journal.open(location.stateDir, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision}, {beforeWrite: () => lock.assertHeld()})
     journal = opened.journal
     // A pull killed inside the manifest write leaves `.manifest-v1.json.<pid>.<rand>.tmp` behind,
     // and Journal.open sweeps only its own temp files (a live writer's temp is left alone).
@@ -247,8 +255,8 @@ function selectFiles(listing: HubListing, opts: PullOptions): HubFile[] {
 async function prepareDirectories(location: ModelLocation): Promise<void> {
   try {
     await fs.mkdir(location.modelDir, {recursive: true})
-    await fs.mkdir(location.stateDir, {recursive: true, mode: 0o700})
-    await fs.mkdir(path.join(location.stateDir, PARTIAL_DIR), {recursive: true, mode: 0o700})
+    await fs.mkdir(location.stateDir, {recursive: true, mode: DIR_MODE})
+    await fs.mkdir(path.join(location.stateDir, PARTIAL_DIR), {recursive: true, mode: DIR_MODE})
     // Prove we can write before the first byte is fetched: a read-only target fails here, clearly.
     const probe = path.join(location.stateDir, `.write-probe-${process.pid}`)
     await fs.writeFile(probe, '')
@@ -277,7 +285,7 @@ async function writeProblemOfAncestor(dir: string): Promise<unknown> {
 }
 
 /** What a file still needs, from its journal record (a record of another version counts as none). */
-function planFile(f: HubFile, r: FileRecord | undefined): PlannedFile {
+export function planFile(f: HubFile, r: FileRecord | undefined): PlannedFile {
   const same = r !== undefined && r.sha256 === f.sha256 && r.size === f.size
   if (same && r.status === 'complete') return {path: f.path, size: f.size, remainingBytes: 0, state: 'complete'}
   if (same && r.status !== 'pending') return {path: f.path, size: f.size, remainingBytes: f.size - durableBytes(r), state: 'partial'}
