@@ -107,6 +107,11 @@ export class Journal {
     }
   }
 
+  /** Throws what a write would throw now from `beforeWrite` (the lock is lost), without writing. */
+  async assertWritable(): Promise<void> {
+    await this.beforeWrite?.()
+  }
+
   get doc(): JournalDoc {
     return this.db.data
   }

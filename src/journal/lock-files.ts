@@ -8,7 +8,8 @@ import {BOOT_ID, type HostIdentity, PID_NS} from './host-identity.js'
 /**
  * The model lock on disk:
  *
- *   .ms-resume/lock/             made with mkdir: atomic on local disks, NFS, CephFS, Lustre, sshfs
+ *   .ms-resume/lock/             built as lock.new-<hex>, then renamed to `lock`: the rename is atomic
+ *                                and fails when a lock is there (local disks, NFS, CephFS, Lustre, sshfs)
  *   .ms-resume/lock/owner.json   who holds it (host, pid, pid namespace, boot id, user), written once
  *   .ms-resume/lock/heartbeat    HEARTBEAT_BYTES rewritten in place every beat: nonce and counter
  *
@@ -22,8 +23,8 @@ export const OWNER_FILE = 'owner.json'
 export const HEARTBEAT_FILE = 'heartbeat'
 /** Fixed size: a reader whose cached size is old still reads the whole record (sshfs does that). */
 export const HEARTBEAT_BYTES = 64
-/** Lock directories moved aside by a takeover or a release, removed right after (or by the next holder). */
-export const LOCK_ASIDE = /^lock\.(stale|gone)-[0-9a-f]{12}$/
+/** Lock directories being built, or moved aside by a takeover or a release; gone within moments, or swept by the next holder. */
+export const LOCK_ASIDE = /^lock\.(new|stale|gone)-[0-9a-f]{12}$/
 /** What older versions left beside the lock. */
 export const LEGACY_OWNER_FILE = 'lock-owner.json'
 export const LEGACY_OWNER_TEMP = /^\.lock-owner\.json\.\d+\.tmp$/

@@ -43,14 +43,13 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
   const deadline = performance.now() + opts.waitMs
   let warned = false
   for (;;) {
-    const held = await tryTake(stateDir, timing)
-    if (held) {
-      await sweepLeftovers(stateDir)
-      return held
-    }
-    const seen = await sightLock(lockDir)
+    const seen = await lookAtLock(stateDir)
     if (!seen) {
-      // Released between our mkdir and our look: take it.
+      const held = await tryTake(stateDir, timing)
+      if (held) {
+        await sweepLeftovers(stateDir)
+        return held
+      }
       await sleep(20)
       continue
     }
@@ -69,7 +68,9 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
     // Ctrl-C while waiting is an interruption (exit 130), not a lock failure (exit 6).
     if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new MsrError('E_INTERRUPTED', 'Interrupted while waiting for the model lock.', {hint: 'Run the same command again.'})
     const holder = await describeHolder(stateDir, seen)
-    if (performance.now() >= deadline && verdict !== 'suspect') {
+    // A suspect lock gets one confirmation time past the deadline: a dead holder's lock found at the
+    // last moment is still taken over, a live one (its counter moves) is not waited for forever.
+    if (performance.now() >= deadline + (verdict === 'suspect' ? timing.confirmMs : 0)) {
       throw new MsrError('E_LOCKED', `Another ms-resume (${holder}) is pulling this model into the same place.`, {
         hint: opts.waitMs > 0 ? 'Wait for it to finish, or raise --lock-wait.' : 'Wait for it to finish, or run again with --lock-wait SECONDS to wait for it.',
       })
@@ -82,25 +83,49 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
   }
 }
 
-/** mkdir, then the owner record and the first heartbeat; undefined when someone else has the lock. */
+/**
+ * The lock, if there is one. Its heartbeat and owner files are opened, which asks the server; the
+ * directory itself may be a ghost of a client cache (sshfs answers a directory open from its cache
+ * for 20 s after another host removed it). So a directory with no heartbeat counts only as the lock
+ * of an older ms-resume, whose owner file beside it says so; otherwise there is no lock.
+ */
+async function lookAtLock(stateDir: string): Promise<LockSighting | undefined> {
+  const seen = await sightLock(path.join(stateDir, LOCK_DIR))
+  if (!seen || seen.heartbeat) return seen
+  const legacyOwner = await fs.readFile(path.join(stateDir, LEGACY_OWNER_FILE), 'utf8').then(parseLegacyOwner, () => undefined)
+  return legacyOwner ? seen : undefined
+}
+
+/** Failures of the final rename that mean "there is a lock there" (sshfs says EPERM for ENOTEMPTY). */
+const TARGET_TAKEN = new Set(['EEXIST', 'ENOTEMPTY', 'EPERM', 'EACCES', 'EISDIR'])
+
+/**
+ * Builds the lock under a unique name (owner record and first heartbeat inside), then renames it to
+ * `lock`: the rename fails when a lock is there, so a lock is never seen half made. Not mkdir of
+ * `lock` itself: over sshfs a mkdir is refused with EEXIST from the client's directory cache for up
+ * to 20 s after another host released the lock, while a rename asks the server. Undefined when
+ * another process got there first.
+ */
 async function tryTake(stateDir: string, timing: LockTiming): Promise<HeldLock | undefined> {
   const lockDir = path.join(stateDir, LOCK_DIR)
+  const building = path.join(stateDir, `lock.new-${randomBytes(6).toString('hex')}`)
   try {
-    await fs.mkdir(lockDir, {mode: DIR_MODE})
+    await fs.mkdir(building, {mode: DIR_MODE})
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined
-    throw mapFsError(error, 'taking the model lock', lockDir)
+    throw mapFsError(error, 'taking the model lock', stateDir)
   }
-  const me = hostIdentity()
   const nonce = randomBytes(16).toString('hex')
-  const owner: LockOwner = {nonce, pid: process.pid, ...me, startedAt: new Date().toISOString()}
+  const owner: LockOwner = {nonce, pid: process.pid, ...hostIdentity(), startedAt: new Date().toISOString()}
   try {
-    await createSynced(path.join(lockDir, OWNER_FILE), JSON.stringify(owner))
-    await createSynced(path.join(lockDir, HEARTBEAT_FILE), heartbeatRecord(nonce, 0))
+    await createSynced(path.join(building, OWNER_FILE), JSON.stringify(owner))
+    await createSynced(path.join(building, HEARTBEAT_FILE), heartbeatRecord(nonce, 0))
+    await fs.rename(building, lockDir)
   } catch (error) {
-    // EEXIST: a takeover that moved a live lock aside put it back over our still empty directory.
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined
-    await fs.rm(lockDir, {recursive: true, force: true}).catch(() => {})
+    await fs.rm(building, {recursive: true, force: true}).catch(() => {})
+    const code = (error as NodeJS.ErrnoException).code ?? ''
+    // ENOENT: a new holder swept our half-built directory; someone has the lock.
+    if (code === 'ENOENT' || code === 'EEXIST' || code === 'ENOTEMPTY') return undefined
+    if (TARGET_TAKEN.has(code) && (await sightLock(lockDir).catch(() => undefined))) return undefined
     throw mapFsError(error, 'taking the model lock', lockDir)
   }
   return new HeldLock(stateDir, nonce, timing)
@@ -333,7 +358,7 @@ export interface LockInfo {
  * gets the facts without an age.
  */
 export async function inspectModelLock(stateDir: string, staleMs = staleMsFromEnv()): Promise<LockInfo | undefined> {
-  const seen = await sightLock(path.join(stateDir, LOCK_DIR)).catch(() => undefined)
+  const seen = await lookAtLock(stateDir).catch(() => undefined)
   if (!seen) return undefined
   const nowMs = await fsNowMs(stateDir).catch(() => undefined)
   const ageMs = nowMs === undefined ? undefined : Math.max(0, nowMs - seen.heartbeatMs)

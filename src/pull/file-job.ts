@@ -163,6 +163,8 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         throw fromFsError(error, `writing ${record.path}`, partialPath)
       }
       found = await download.digestHex()
+      // A pull that lost its lock moves nothing: the new holder may be writing this very partial.
+      await ctx.journal.assertWritable()
       if (found !== record.sha256 && savedState) {
         // A saved hash state that loads but is wrong (a flipped bit in the journal) makes a correct
         // file hash wrong: ask the disk before throwing away a whole download (E_INTEGRITY retry).

@@ -216,6 +216,9 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     const firstError = outcomes.find((o) => o instanceof MsrError) as MsrError | undefined
     if (firstError) throw Object.assign(firstError, {summary})
     return summary
+  } catch (error) {
+    // Whatever failed after the lock was lost (a partial the new holder moved, ...) failed because of it.
+    throw lock.lost.aborted ? lock.lost.reason : error
   } finally {
     signal.removeEventListener('abort', onAbort)
     await journal?.close().catch(() => {})

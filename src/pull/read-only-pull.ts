@@ -34,7 +34,9 @@ export async function pullWithoutWriting(files: HubFile[], opts: PullOptions, ca
     }
   }
   if (missingFiles > 0) {
-    throw new MsrError('E_PERMISSION', `Cannot write to ${location.modelDir} (${cannotWrite.message.replace(/\.$/, '')}), and ${missingFiles} of ${files.length} files (${formatBytes(missingBytes)}) still need to be fetched or repaired there.`, {
+    const code = (cannotWrite.cause as NodeJS.ErrnoException | undefined)?.code
+    const why = code === 'EROFS' ? 'a read-only filesystem' : 'no write permission'
+    throw new MsrError('E_PERMISSION', `Cannot write to ${location.modelDir} (${why}), and ${missingFiles} of ${files.length} files (${formatBytes(missingBytes)}) still need to be fetched or repaired there.`, {
       path: location.modelDir,
       cause: cannotWrite,
       hint: 'Pull as a user who may write there (or ask one to), or choose a writable place with --local-dir or --cache-dir. Nothing was downloaded.',
