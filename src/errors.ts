@@ -87,6 +87,12 @@ export function fromFsError(error: unknown, what: string, path?: string): unknow
       path, cause: error, hint: 'Free some space and run the same command again; it resumes where it stopped.',
     })
   }
+  if (code === 'ELOOP') {
+    // Opened with O_NOFOLLOW: a symlink stands where ms-resume keeps its own file.
+    return new MsrError('E_UNSAFE_PATH', `Refusing to follow a symlink while ${what}${path ? ` (${path})` : ''}.`, {
+      path, cause: error, hint: `Nothing was written through it. Remove ${path ?? 'the symlink'} (ms-resume did not make it) and run again.`,
+    })
+  }
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
     return new MsrError('E_PERMISSION', `Permission denied while ${what}${path ? ` (${path})` : ''}.`, {
       path, cause: error, hint: 'Choose a writable location with --local-dir or --cache-dir, or fix the permissions.',

@@ -87,11 +87,17 @@ async function plan(dirs: ModelDirs, result: CleanResult): Promise<{doc?: Journa
   const add = async (kind: CleanKind, target: string, file?: string) => {
     result.items.push({kind, target, bytes: await bytesOf(target), ...(file ? {file} : {})})
   }
-  for (const name of await names(path.join(dirs.stateDir, PARTIAL_DIR))) {
-    await add('partial', path.join(dirs.stateDir, PARTIAL_DIR, name), partialOwner.get(name))
-  }
-  for (const name of await names(path.join(dirs.stateDir, QUARANTINE_DIR))) {
-    await add('quarantine', path.join(dirs.stateDir, QUARANTINE_DIR, name), partialOwner.get(name))
+  for (const [kind, folder] of [['partial', PARTIAL_DIR], ['quarantine', QUARANTINE_DIR]] as const) {
+    const dir = path.join(dirs.stateDir, folder)
+    const stat = await fs.lstat(dir).catch(() => undefined)
+    if (!stat) continue
+    // A symlink (or file) where our folder belongs is removed itself: listing it would follow it
+    // and delete whatever it points at, the model's own verified files included.
+    if (!stat.isDirectory()) {
+      await add(kind, dir)
+      continue
+    }
+    for (const name of await names(dir)) await add(kind, path.join(dir, name), partialOwner.get(name))
   }
   for (const name of await names(dirs.stateDir)) {
     if (JOURNAL_BACKUP.test(name)) await add('journal-backup', path.join(dirs.stateDir, name))
@@ -100,6 +106,9 @@ async function plan(dirs: ModelDirs, result: CleanResult): Promise<{doc?: Journa
   for (const name of await names(dirs.modelDir)) {
     if (MODEL_DIR_TEMP.test(name) && !complete.has(name)) await add('temp', path.join(dirs.modelDir, name))
   }
+  // Belt and braces: nothing at the final path of a verified file is ever a leftover.
+  const verified = new Set([...complete].map((p) => path.join(dirs.modelDir, ...p.split('/'))))
+  result.items = result.items.filter((i) => !verified.has(i.target))
   result.journalEntries = Object.values(doc?.files ?? {}).filter((r) => r.status !== 'complete').map((r) => r.path).sort()
   result.freedBytes = result.items.reduce((n, i) => n + i.bytes, 0)
   return {doc}

@@ -11,7 +11,7 @@ export interface ErrorGuideEntry {
  * undocumented.
  */
 export const ERROR_GUIDE: Record<ErrorCode, ErrorGuideEntry> = {
-  E_USAGE: {meaning: 'A flag, argument or model id is missing or malformed (including unknown flags and commands).', todo: 'Fix the command line; `ms-resume COMMAND --help` lists the flags with examples.'},
+  E_USAGE: {meaning: 'A flag, argument or model id is missing or malformed (including unknown flags and commands), or the target directory already holds another model.', todo: 'Fix the command line; `ms-resume COMMAND --help` lists the flags with examples. Pull each model into its own `--local-dir`.'},
   E_NETWORK: {meaning: 'The hub or its download host could not be reached, or kept failing, until the retries ran out (every byte received resets the retry count).', todo: 'Check the network, proxy variables and `--endpoint`, then run the same command again: it resumes where it stopped.'},
   E_PROTOCOL: {meaning: 'A server kept answering in a way a correct download cannot build on (wrong Content-Range, redirect loop, malformed reply).', todo: 'Run again later; if it persists, report it with the output of `--verbose`.'},
   E_TIMEOUT: {meaning: 'A connection sent nothing for `--timeout` seconds, on every retry.', todo: 'Run again (it resumes); on a slow or congested link raise `--timeout`.'},
@@ -22,7 +22,7 @@ export const ERROR_GUIDE: Record<ErrorCode, ErrorGuideEntry> = {
   E_AUTH: {meaning: 'The hub refused access (HTTP 401/403): no token, or a token that may not read this model.', todo: 'Pass a valid token with `--token` or `MODELSCOPE_API_TOKEN`.'},
   E_REMOTE_CHANGED: {meaning: 'Files changed on the hub while they were being downloaded, more often than a pull keeps chasing them.', todo: 'Run again to pull the current version; pin a version with `--manifest` if you need exactly one.'},
   E_MANIFEST_MISMATCH: {meaning: 'The hub no longer serves what the pinned manifest says.', todo: 'Update the manifest deliberately, or pass `--allow-manifest-mismatch` to take the hub\'s current files.'},
-  E_UNSAFE_PATH: {meaning: 'The hub listed a path that would land outside the model directory, or a symlink stands in the way.', todo: 'Nothing was written there. Remove a symlink you did not make; otherwise report the model to its owner.'},
+  E_UNSAFE_PATH: {meaning: "The hub listed a path that would land outside the model directory or on ms-resume's or the ModelScope client's own files (`.ms-resume/`, `.msc`, `.mdl`, `.mv`, `.lock`), or a symlink stands in the way (also inside `.ms-resume`).", todo: 'Nothing was written there. Remove a symlink you did not make; otherwise report the model to its owner.'},
   E_REMOTE: {meaning: 'The hub answered with an error or a reply it should not send.', todo: 'Try again later; check `--endpoint`.'},
   E_DISK_FULL: {meaning: 'Not enough free space: checked before the first byte is fetched, or the disk filled up on the way.', todo: 'Free some space or choose another place (`--local-dir`, `--cache-dir`), then run again; it resumes.'},
   E_PERMISSION: {meaning: 'A file or directory of the target cannot be written.', todo: 'Fix the permissions or choose a writable place with `--local-dir` or `--cache-dir`.'},

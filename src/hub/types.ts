@@ -1,3 +1,5 @@
+import type {EventSink} from '../events.js'
+
 /** What the transfer code needs from a hub. A second hub implements this and nothing else changes. */
 export interface HubFile {
   /** Repo-relative, '/'-separated: the key for everything. Untrusted. */
@@ -26,5 +28,5 @@ export interface Hub {
   /** Credentials and hub headers for `url`: empty for any origin other than the hub's own. */
   headersFor(url: URL): Record<string, string>
   /** Hub-specific bookkeeping once a model is complete (e.g. the official client's index files). */
-  afterComplete?(ctx: {modelDir: string; cacheRoot?: string; layout: string; modelId: string; listing: HubListing}): Promise<void>
+  afterComplete?(ctx: {modelDir: string; cacheRoot?: string; layout: string; modelId: string; listing: HubListing; emit?: EventSink}): Promise<void>
 }

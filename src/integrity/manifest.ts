@@ -3,8 +3,9 @@ import fs from 'node:fs/promises'
 import {MsrError} from '../errors.js'
 import {writeFileDurable} from '../journal/durable-file.js'
 import {parseModelId} from '../store/layout.js'
-import {unsafeReason} from '../store/safe-path.js'
+import {reservedReason, unsafeReason} from '../store/safe-path.js'
 import type {ExpectedFile} from './check.js'
+import {chunkSizeFor} from './chunks.js'
 
 /** The integrity manifest's format version; its JSON Schema is manifests/manifest-v1.schema.json. */
 export const MANIFEST_VERSION = 1
@@ -96,7 +97,12 @@ export function manifestProblem(doc: unknown): string | undefined {
     // A pinned manifest is a file someone committed: its paths are as untrusted as a listing's.
     const unsafe = unsafeReason(f.path)
     if (unsafe) return `unsafe path ${JSON.stringify(f.path)} (${unsafe})`
+    const reserved = reservedReason(f.path)
+    if (reserved) return `path ${JSON.stringify(f.path)} is ${reserved}`
     if (!Number.isSafeInteger(f.chunkSizeBytes) || f.chunkSizeBytes <= 0 || !Array.isArray(f.xxh64) || f.xxh64.length !== Math.ceil(f.size / f.chunkSizeBytes)) return `bad chunk list for ${JSON.stringify(f.path)}`
+    // The grid is a function of the size: a manifest that says otherwise would seed a journal
+    // record (verify --repair) with a chunk table the journal itself refuses.
+    if (f.chunkSizeBytes !== chunkSizeFor(f.size)) return `chunkSizeBytes ${f.chunkSizeBytes} of ${JSON.stringify(f.path)} is not the grid for ${f.size} bytes (${chunkSizeFor(f.size)})`
     if (!f.xxh64.every((x) => typeof x === 'string' && /^[0-9a-f]{16}$/.test(x))) return `bad xxh64 value for ${JSON.stringify(f.path)}`
     if (seen.has(f.path)) return `duplicate path ${JSON.stringify(f.path)}`
     seen.add(f.path)

@@ -47,6 +47,12 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * A writer's temp file lives for one write (milliseconds); one this old is stray whatever its pid
+ * says (pids are reused, and on a shared filesystem the pid may be another host's).
+ */
+export const STRAY_AFTER_MS = 60 * 60 * 1000
+
 /** Removes temp files a killed writer left next to `target` (`.<name>.<pid>.<rand>.tmp`). */
 export async function removeStrayTempFiles(target: string): Promise<number> {
   const dir = path.dirname(target)
@@ -61,8 +67,9 @@ export async function removeStrayTempFiles(target: string): Promise<number> {
   for (const name of names) {
     if (name.startsWith(prefix) && name.endsWith('.tmp')) {
       // A writer that does not hold the model lock (verify --repair keeping a manifest) may be
-      // mid-write: removing its temp would fail its rename. Only a dead writer's temp is stray.
-      if (writerIsAlive(name.slice(prefix.length).split('.')[0])) continue
+      // mid-write: removing its temp would fail its rename. Only a dead writer's temp, or one far
+      // older than any write takes, is stray.
+      if (writerIsAlive(name.slice(prefix.length).split('.')[0]) && !(await isOlderThan(path.join(dir, name), STRAY_AFTER_MS))) continue
       await fs.rm(path.join(dir, name), {force: true})
       removed++
     }
@@ -70,7 +77,14 @@ export async function removeStrayTempFiles(target: string): Promise<number> {
   return removed
 }
 
-function writerIsAlive(pidText: string): boolean {
+/** Whether the entry's mtime (not following a symlink) is more than `ms` ago; false when it is gone. */
+export async function isOlderThan(file: string, ms: number): Promise<boolean> {
+  const stat = await fs.lstat(file).catch(() => undefined)
+  return stat !== undefined && Date.now() - stat.mtimeMs > ms
+}
+
+/** Whether a process with this pid (as written in a temp file's name) runs on this host; never for our own. */
+export function writerIsAlive(pidText: string): boolean {
   const pid = Number(pidText)
   if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) return false
   try {

@@ -6,37 +6,54 @@ import type {Adapter} from 'lowdb'
 
 import {MsrError, fromFsError, isMsrError} from '../errors.js'
 import {JOURNAL_FILE} from '../store/layout.js'
+import {RefusedStateFile, readStateFile} from '../store/state-file.js'
 import {removeStrayTempFiles, writeFileDurable} from './durable-file.js'
-import {emptyJournal, journalProblem, type FileRecord, type JournalDoc} from './schema.js'
+import {emptyJournal, type FileRecord, type JournalDoc} from './schema.js'
+import {validateJournal} from './validate.js'
 
 class UnreadableJournal extends Error {}
+
+/** 10,000 files with full chunk tables take a few MB; a journal far larger is not one of ours. */
+export const MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 
 /** lowdb's own JSONFile adapter never fsyncs (power loss) and shares one temp name between processes. */
 class DurableJsonAdapter implements Adapter<JournalDoc> {
   constructor(readonly file: string) {}
 
   async read(): Promise<JournalDoc | null> {
-    let text: string
+    let bytes: Buffer | undefined
     try {
-      text = await fs.readFile(this.file, 'utf8')
+      bytes = await readStateFile(this.file, MAX_JOURNAL_BYTES)
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null
+      if (error instanceof RefusedStateFile) throw new UnreadableJournal(error.message)
       throw error
     }
+    if (!bytes) return null
     let doc: unknown
     try {
-      doc = JSON.parse(text)
+      doc = JSON.parse(bytes.toString('utf8'))
     } catch {
-      throw new UnreadableJournal(text.length === 0 ? 'empty file' : 'invalid JSON')
+      throw new UnreadableJournal(bytes.length === 0 ? 'empty file' : 'invalid JSON')
     }
-    const problem = journalProblem(doc)
-    if (problem) throw new UnreadableJournal(problem)
-    return doc as JournalDoc
+    const valid = validateJournal(doc)
+    if (valid.problem !== undefined) throw new UnreadableJournal(valid.problem)
+    return valid.doc
   }
 
   async write(doc: JournalDoc): Promise<void> {
     await writeFileDurable(this.file, JSON.stringify(doc))
   }
+}
+
+/**
+ * Refuses to pull one model into the directory of another: two models share file paths
+ * (config.json), so their files and journal records would overwrite each other.
+ */
+export function assertSameModel(stateDir: string, found: string, wanted: string): void {
+  if (found === wanted) return
+  throw new MsrError('E_USAGE', `${path.dirname(stateDir)} already holds ${found}, not ${wanted}: refusing to mix two models in one directory.`, {
+    hint: `Pull ${wanted} into another directory (--local-dir DIR); the files of ${found} there are left as they are.`,
+  })
 }
 
 /** Longest wait before batched changes are written. */
@@ -92,6 +109,7 @@ export class Journal {
       db.data = emptyJournal(init)
       recovered = {reason: error.message, movedTo}
     }
+    assertSameModel(stateDir, db.data.modelId, init.modelId)
     const journal = new Journal(db, file, opts.flushIntervalMs ?? 250, opts.beforeWrite)
     Object.assign(journal.doc, {endpoint: init.endpoint, revision: init.revision})
     return {journal, recovered}
@@ -117,7 +135,8 @@ export class Journal {
   }
 
   get(filePath: string): FileRecord | undefined {
-    return this.db.data.files[filePath]
+    // Own keys only: `constructor` or `toString` must never find Object.prototype's.
+    return Object.hasOwn(this.db.data.files, filePath) ? this.db.data.files[filePath] : undefined
   }
 
   set(record: FileRecord): void {

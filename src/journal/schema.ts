@@ -19,7 +19,9 @@ export interface FileRecord {
   /** Chunk grid of this file; `chunks[i]` is the xxh64 hex of chunk i once it is durable on disk. */
   chunkSizeBytes: number
   chunks: Array<string | null>
-  /** SHA-256 state over the durable prefix [0, offsetBytes). */
+  /** Chunks filled from their start but not complete: bytes [index*chunkSizeBytes, +bytes) are durable, with their xxh64. */
+  partialChunks?: Array<{index: number; bytes: number; xxh64: string}>
+  /** SHA-256 state over the durable prefix [0, offsetBytes) (may end inside a partial chunk). */
   sha256State?: SavedSha256State
   /** Name of the partial file inside the state directory's partial folder. */
   partialName?: string
@@ -45,7 +47,8 @@ export interface JournalDoc {
 
 export function emptyJournal(init: {hub: string; endpoint: string; modelId: string; revision: string}): JournalDoc {
   const now = new Date().toISOString()
-  return {kind: JOURNAL_KIND, version: JOURNAL_VERSION, ...init, createdAt: now, updatedAt: now, files: {}}
+  // No prototype: a hub path named `constructor` or `__proto__` must be an ordinary key.
+  return {kind: JOURNAL_KIND, version: JOURNAL_VERSION, ...init, createdAt: now, updatedAt: now, files: Object.create(null) as Record<string, FileRecord>}
 }
 
 /** Bytes [0, n) covered by consecutive durable chunks. */
@@ -61,22 +64,4 @@ export function durableBytes(record: Pick<FileRecord, 'chunks' | 'chunkSizeBytes
     if (record.chunks[i] !== null) total += Math.min(record.chunkSizeBytes, record.size - i * record.chunkSizeBytes)
   }
   return total
-}
-
-/** Structural check of a parsed journal; returns a reason when it cannot be trusted. */
-export function journalProblem(doc: unknown): string | undefined {
-  if (!doc || typeof doc !== 'object') return 'not a JSON object'
-  const d = doc as Partial<JournalDoc>
-  if (d.kind !== JOURNAL_KIND) return 'not an ms-resume journal'
-  if (typeof d.version !== 'number') return 'no schema version'
-  if (d.version > JOURNAL_VERSION) return `written by a newer ms-resume (schema version ${d.version})`
-  if (d.version < JOURNAL_VERSION) return `old schema version ${d.version}`
-  if (!d.files || typeof d.files !== 'object') return 'no file table'
-  for (const [key, r] of Object.entries(d.files)) {
-    if (!r || r.path !== key || !Number.isSafeInteger(r.size) || !Array.isArray(r.chunks) || !Number.isSafeInteger(r.chunkSizeBytes) || r.chunkSizeBytes <= 0) {
-      return `bad entry for ${JSON.stringify(key)}`
-    }
-    if (r.chunks.length !== Math.ceil(r.size / r.chunkSizeBytes)) return `bad chunk table for ${JSON.stringify(key)}`
-  }
-  return undefined
 }

@@ -1,4 +1,3 @@
-import {createHash} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
@@ -10,8 +9,9 @@ import {sha256FileHex} from '../integrity/sha256.js'
 import {DIR_MODE, FILE_MODE, settleFileMode} from '../journal/file-modes.js'
 import type {FileRecord} from '../journal/schema.js'
 import {moveIntoPlace} from '../store/finalize.js'
-import {PARTIAL_DIR, QUARANTINE_DIR} from '../store/layout.js'
+import {PARTIAL_DIR, QUARANTINE_DIR, partialNameFor} from '../store/layout.js'
 import {resolveInside} from '../store/safe-path.js'
+import {O_NOFOLLOW} from '../store/state-file.js'
 import {ChunkedDownload, type TransferOptions} from '../transfer/file-download.js'
 
 /** Whole-file downloads that may end in a hash mismatch before we give up on a file. */
@@ -66,11 +66,6 @@ export function expectedFromRecord(record: FileRecord): ExpectedFile {
   return {path: record.path, size: record.size, sha256: record.sha256, chunkSizeBytes: record.chunkSizeBytes, chunks: record.chunks.map((c) => c ?? '')}
 }
 
-/** Stable across runs (so a resume finds it) and free of anything the hub chose. */
-export function partialNameFor(repoPath: string): string {
-  return `${createHash('sha256').update(repoPath).digest('hex').slice(0, 40)}.part`
-}
-
 export function partialPathOf(stateDir: string, record: FileRecord): string {
   return path.join(stateDir, PARTIAL_DIR, record.partialName ?? partialNameFor(record.path))
 }
@@ -116,15 +111,23 @@ export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<Fil
   record.integrityFailures = 0
   ctx.journal.set(record)
   let remoteChanges = 0
+  /** The listing fetched to judge an ETag change, reused when it shows that the file changed. */
+  let relisted: {file: HubFile | undefined} | undefined
   for (;;) {
+    const current = file
+    const listingUnchanged = async (): Promise<boolean> => {
+      relisted = {file: await ctx.relist(current.path)}
+      return relisted.file?.sha256 === current.sha256 && relisted.file?.size === current.size
+    }
     try {
-      outcome.downloadedBytes += await downloadVerified(ctx, record, file)
+      outcome.downloadedBytes += await downloadVerified({...ctx, listingUnchanged}, record, file)
       break
     } catch (error) {
       if (!isMsrError(error) || error.code !== 'E_REMOTE_CHANGED' || ++remoteChanges > MAX_REMOTE_CHANGES) throw error
       ctx.emit({type: 'remote-changed', path: file.path, reason: error.message})
       await discardPartial(ctx, record)
-      const fresh = await ctx.relist(file.path)
+      const fresh = relisted ? relisted.file : await ctx.relist(file.path)
+      relisted = undefined
       if (!fresh) {
         throw new MsrError('E_REMOTE_CHANGED', `${file.path} disappeared from the hub's listing while downloading.`, {path: file.path, hint: 'Run the pull again to get the current file list.'})
       }
@@ -146,7 +149,8 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     const partialPath = partialPathOf(ctx.stateDir, record)
     let fh
     try {
-      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT, FILE_MODE)
+      // Never through a symlink planted at the partial's name (ELOOP: E_UNSAFE_PATH).
+      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT | O_NOFOLLOW, FILE_MODE)
     } catch (error) {
       throw fromFsError(error, `opening the partial file of ${record.path}`, partialPath)
     }
@@ -226,7 +230,9 @@ async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: str
   }
   await fs.mkdir(path.join(ctx.stateDir, PARTIAL_DIR), {recursive: true, mode: DIR_MODE})
   const partialPath = partialPathOf(ctx.stateDir, fresh)
-  await fs.copyFile(finalPath, partialPath, fs.constants.COPYFILE_FICLONE)
+  // copyFile follows a symlink at its destination: remove whatever is there, then create exclusively.
+  await fs.rm(partialPath, {force: true})
+  await fs.copyFile(finalPath, partialPath, fs.constants.COPYFILE_FICLONE | fs.constants.COPYFILE_EXCL)
   const damaged = new Set(check.damaged!.map((d) => d.chunk))
   fresh.chunks = record.chunks.map((c, i) => (damaged.has(i) ? null : c))
   return fresh

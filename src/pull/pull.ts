@@ -7,13 +7,13 @@ import type {EventSink} from '../events.js'
 import type {Hub, HubFile, HubListing} from '../hub/types.js'
 import type {CheckLevel} from '../integrity/check.js'
 import {type Manifest, buildManifest, writeManifest} from '../integrity/manifest.js'
-import {Journal} from '../journal/journal.js'
+import {Journal, assertSameModel} from '../journal/journal.js'
 import {removeStrayTempFiles} from '../journal/durable-file.js'
-import {DIR_MODE} from '../journal/file-modes.js'
 import {acquireModelLock} from '../journal/lock.js'
 import {type FileRecord, durableBytes} from '../journal/schema.js'
-import {MANIFEST_FILE, type ModelLocation, PARTIAL_DIR, modelIdOf} from '../store/layout.js'
+import {MANIFEST_FILE, type ModelLocation, modelIdOf} from '../store/layout.js'
 import {assertNoCollisions, assertSafeRepoPath, resolveInside} from '../store/safe-path.js'
+import {prepareStateDir} from '../store/state-dir.js'
 import {RateLimiter, sleep} from '../transfer/rate-limiter.js'
 import {DEFAULT_RETRY_POLICY, type RetryPolicy, nextDelayMs} from '../transfer/retry-policy.js'
 import {type FileOutcome, type JobContext, newRecord, pullOneFile} from './file-job.js'
@@ -115,6 +115,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   if (opts.dryRun) {
     // Read-only: the journal is peeked at, nothing is created, locked or written.
     const {doc} = await Journal.peek(location.stateDir)
+    if (doc) assertSameModel(location.stateDir, doc.modelId, opts.modelId)
     summary.plan = files.map((f) => planFile(f, doc?.files[f.path]))
     summary.elapsedMs = Math.round(performance.now() - started)
     return summary
@@ -258,12 +259,7 @@ function selectFiles(listing: HubListing, opts: PullOptions): HubFile[] {
 async function prepareDirectories(location: ModelLocation): Promise<void> {
   try {
     await fs.mkdir(location.modelDir, {recursive: true})
-    await fs.mkdir(location.stateDir, {recursive: true, mode: DIR_MODE})
-    await fs.mkdir(path.join(location.stateDir, PARTIAL_DIR), {recursive: true, mode: DIR_MODE})
-    // Prove we can write before the first byte is fetched: a read-only target fails here, clearly.
-    const probe = path.join(location.stateDir, `.write-probe-${process.pid}`)
-    await fs.writeFile(probe, '')
-    await fs.rm(probe)
+    await prepareStateDir(location.stateDir)
     await fs.access(location.modelDir, fs.constants.W_OK)
   } catch (error) {
     // mkdir -p on a read-only filesystem says ENOENT, not EROFS: ask the nearest existing ancestor
@@ -326,7 +322,7 @@ function seedFromManifest(journal: Journal, manifest: Manifest, files: HubFile[]
 
 async function finishModel(opts: PullOptions, location: ModelLocation, listing: HubListing, files: HubFile[], journal: Journal, revision: string): Promise<void> {
   if (!opts.repairFromManifest) await writeModelManifest(opts, location, files, journal, revision)
-  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files}})
+  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files}, emit: opts.emit})
 }
 
 async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string): Promise<void> {

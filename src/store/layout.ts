@@ -1,3 +1,4 @@
+import {createHash} from 'node:crypto'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -24,6 +25,17 @@ export const PARTIAL_DIR = 'partial-v1'
 export const QUARANTINE_DIR = 'quarantine'
 /** Names in a model directory that belong to tools, not to the model. */
 export const TOOL_ENTRIES = new Set([STATE_DIR_NAME, '.msc', '.mdl', '.mv', '._____temp'])
+/**
+ * Top-level names a hub file may not take: ms-resume's state and the Python client's index and
+ * lock. A hub file `.ms-resume/journal-v1.json` or `.msc` would overwrite them. Compared in lower
+ * case, so `.MSC` is refused too (it is the same file on a case-insensitive filesystem).
+ */
+export const RESERVED_TOP_LEVEL = new Set([...TOOL_ENTRIES, '.lock'])
+
+/** The name of a file's partial in PARTIAL_DIR: stable across runs, free of anything the hub chose. */
+export function partialNameFor(repoPath: string): string {
+  return `${createHash('sha256').update(repoPath).digest('hex').slice(0, 40)}.part`
+}
 
 const MODEL_ID = /^([A-Za-z0-9][A-Za-z0-9_.-]*)\/([A-Za-z0-9][A-Za-z0-9_.-]*)$/
 

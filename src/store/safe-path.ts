@@ -1,6 +1,7 @@
 import path from 'node:path'
 
 import {MsrError} from '../errors.js'
+import {RESERVED_TOP_LEVEL, STATE_DIR_NAME} from './layout.js'
 
 /**
  * Repo paths come from the hub: untrusted. A hostile or broken listing must not make us write
@@ -25,12 +26,30 @@ export function unsafeReason(repoPath: string): string | undefined {
   return undefined
 }
 
+/**
+ * Why a (safe) repo path may not be written from the hub: its first segment is ms-resume's state
+ * directory or the Python client's index (`.msc`, `.mdl`, `.mv`, `.lock`), in any case and with
+ * the trailing dots or spaces Windows drops: a hub file there would overwrite the journal or the index.
+ */
+export function reservedReason(repoPath: string): string | undefined {
+  const first = repoPath.split('/')[0].normalize('NFC').toLowerCase().replace(/[. ]+$/, '')
+  if (!RESERVED_TOP_LEVEL.has(first)) return undefined
+  return first === STATE_DIR_NAME ? "ms-resume's own state directory" : "the ModelScope client's own index"
+}
+
 export function assertSafeRepoPath(repoPath: string): void {
   const reason = unsafeReason(repoPath)
   if (reason) {
     throw new MsrError('E_UNSAFE_PATH', `Refusing unsafe file name from the hub: ${JSON.stringify(repoPath)} (${reason}).`, {
       path: repoPath,
       hint: 'Nothing was written. The repository lists a file name that could escape the target directory; report it to the model owner.',
+    })
+  }
+  const reserved = reservedReason(repoPath)
+  if (reserved) {
+    throw new MsrError('E_UNSAFE_PATH', `Refusing file name from the hub: ${JSON.stringify(repoPath)} would overwrite ${reserved}.`, {
+      path: repoPath,
+      hint: `Nothing was written. Leave it out with --exclude ${JSON.stringify(repoPath)}, and report the repository to the model owner.`,
     })
   }
 }

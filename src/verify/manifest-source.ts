@@ -52,9 +52,10 @@ export function manifestFromJournal(doc: JournalDoc): Manifest {
   return buildManifest({hub: doc.hub, endpoint: doc.endpoint, modelId: doc.modelId, revision: doc.revision, files})
 }
 
+/** A regular file itself: a symlink or FIFO planted at the state manifest's name is not ours (and a FIFO would hang the read). */
 async function isFile(p: string): Promise<boolean> {
   try {
-    return (await fs.stat(p)).isFile()
+    return (await fs.lstat(p)).isFile()
   } catch {
     return false
   }

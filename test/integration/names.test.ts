@@ -101,6 +101,23 @@ describe('untrusted names from the hub (fault-matrix.md: Untrusted names)', func
     })
   }
 
+  // ms-resume's own state and the official client's index: a hub file there would overwrite them.
+  const RESERVED = [
+    '.msc', '.mdl', '.mv', '.lock', '.lock/acme___m', '._____temp/x.bin',
+    '.ms-resume/journal-v1.json', '.ms-resume/partial-v1/0000000000000000000000000000000000000000.part',
+    // The same files on a case-insensitive filesystem, or on Windows (trailing dots and spaces dropped).
+    '.MSC', '.Ms-Resume/manifest-v1.json', '.mv.', '.mdl ',
+  ]
+  for (const name of RESERVED) {
+    it(`a hub file named ${JSON.stringify(name)} is refused before any write, exit 5 [E_UNSAFE_PATH]`, async () => {
+      const res = await pull([{path: name, size: 100}, {path: 'fine.bin', size: 300}])
+      expect(res.code, res.stderr).to.equal(5)
+      expect(res.stderr).to.contain('[E_UNSAFE_PATH]').and.to.contain(JSON.stringify(name))
+      expect(await exists(dir), 'the target directory was not even created').to.equal(false)
+      expect(emu!.contentRequests(MODEL)).to.have.length(0)
+    })
+  }
+
   it('journal, partial, lock and every other state file follow the umask (027: files 0640, directories 0750), while a pull is mid-way', async () => {
     const files = [{path: 'slow.safetensors', size: 8 * MiB}]
     emu = await HubEmulator.start({models: [{id: MODEL, files}], rateLimitBytesPerSec: 1 * MiB})

@@ -7,14 +7,17 @@ import {DEFAULT_RETRY_POLICY} from '../../src/transfer/retry-policy.js'
 import {type EmulatorFileSpec, type Fault, HubEmulator, type HubEmulatorOptions, type LogEntry} from '../support/emulator.js'
 import {type CliResult, exists, makeTmpDir, runCli, startCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
+import {TRANSPORTS, transport} from '../support/tls.js'
 
 const MODEL = 'acme/transport'
 const MiB = 1024 * 1024
 const BIG = 'model.safetensors'
 /** 3 MiB + a tail: 4 chunks, the last one short. */
 const SIZE = 3 * MiB + 4321
-/** A reset after 1.5 MiB leaves chunk 0 durable: every resume below starts here. */
+/** A reset after 1.5 MiB: every byte that arrived is kept, so every resume below starts at RESUME_AT. */
 const CUT: Fault = {kind: 'reset', afterBytes: 1.5 * MiB}
+/** The exact next byte after CUT (issue 16: not the last whole chunk). */
+const RESUME_AT = 1.5 * MiB
 /** Same bound as src/pull/file-job.ts (MAX_REMOTE_CHANGES): listings re-read before giving up. */
 const MAX_REMOTE_CHANGES = 2
 
@@ -30,20 +33,11 @@ function eventsOf(res: CliResult): JsonEvent[] {
  * bodies read through axios (small files), and through the raw reader (large files, forced here
  * with MS_RESUME_HTTP=raw so that the same faults hit it).
  */
-for (const client of ['axios', 'raw'] as const) describe(`pull under transport faults, bodies read by ${client} (fault-matrix.md: Transport)`, function () {
+for (const kind of TRANSPORTS) describe(`pull under transport faults over ${kind} (fault-matrix.md: Transport)`, function () {
   this.timeout(120_000)
   let emu: HubEmulator | undefined
   let home: string
-  let savedClient: string | undefined
-
-  before(() => {
-    savedClient = process.env.MS_RESUME_HTTP
-    process.env.MS_RESUME_HTTP = client
-  })
-  after(() => {
-    if (savedClient === undefined) delete process.env.MS_RESUME_HTTP
-    else process.env.MS_RESUME_HTTP = savedClient
-  })
+  const t = transport(kind)
   beforeEach(async () => {
     home = await makeTmpDir()
   })
@@ -54,14 +48,14 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
   })
 
   async function startEmu(files: EmulatorFileSpec[] = [{path: BIG, size: SIZE}], opts: HubEmulatorOptions = {}): Promise<HubEmulator> {
-    emu = await HubEmulator.start({models: [{id: MODEL, files}], ...opts})
+    emu = await HubEmulator.start({models: [{id: MODEL, files}], tls: t.tls, ...opts})
     return emu
   }
 
   async function pull(args: string[] = [], dirName = 'out') {
     const dir = path.join(home, dirName)
     const started = Date.now()
-    const res = await runCli(['pull', MODEL, '--endpoint', emu!.url, '--local-dir', dir, '--json', ...args], {env: testEnv(home)})
+    const res = await runCli(['pull', MODEL, '--endpoint', emu!.url, '--local-dir', dir, '--json', ...args], {env: testEnv(home, t.env)})
     return {res, dir, ms: Date.now() - started, events: eventsOf(res)}
   }
 
@@ -87,21 +81,20 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
   const errorCode = (events: JsonEvent[]) => events.find((e) => e.type === 'error')?.code
   const retries = (events: JsonEvent[]) => events.filter((e) => e.type === 'retry')
 
-  /** A resume after CUT that was not thrown away: the last request continues from the durable chunk. */
+  /** A resume after CUT that was not thrown away: the last request continues from the exact next byte. */
   function expectResumedAfterCut(reqs: LogEntry[]): void {
     expect(reqs[0].rangeStart).to.equal(0)
-    expect(reqs.at(-1)!.rangeStart, 'final request resumes from the durable offset').to.equal(1 * MiB)
+    expect(reqs.at(-1)!.rangeStart, 'final request resumes from the exact next byte').to.equal(RESUME_AT)
     expect(reqs.at(-1)!.rangeEnd).to.equal(SIZE - 1)
   }
 
-  it(`the content requests really are made by ${client}`, async () => {
+  it('connections are kept alive: no request asks the server to close', async () => {
     const {res, dir} = await pullWith([])
     expect(res.code, res.stderr).to.equal(0)
     await expectExact(dir)
-    // The raw reader asks for one exchange per connection; axios keeps its connections alive.
-    const modes = content().map((e) => String(e.headers.connection))
-    expect(modes.length).to.be.greaterThan(0)
-    for (const mode of modes) expect(mode).to.equal(client === 'raw' ? 'close' : 'keep-alive')
+    const reqs = emu!.log.filter((e) => e.route === 'download' || e.route === 'blob')
+    expect(reqs.length).to.be.greaterThan(1)
+    for (const r of reqs) expect(String(r.headers.connection ?? 'keep-alive').toLowerCase()).to.not.equal('close')
   })
 
   // ---- 206 start differs
@@ -122,13 +115,26 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
 
   // ---- the remote file changed
 
-  for (const [name, fault] of [['/total differs from the listed size', {kind: 'wrongTotal'}], ['strong ETag changed', {kind: 'changedEtag'}]] as const) {
+  it('206 with another strong ETag on a resume (a mirror or CDN), listing unchanged: the partial is kept, the SHA-256 decides', async () => {
+    const {res, dir, events} = await pullWith([CUT, {kind: 'changedEtag'}])
+    expect(res.code, res.stderr).to.equal(0)
+    await expectExact(dir)
+    const reqs = content()
+    expect(reqs.map((r) => r.rangeStart)).to.deep.equal([0, RESUME_AT])
+    expect(reqs[1].fault).to.equal('changedEtag')
+    // No If-Range: a stale validator would turn the resume into a full 200 from byte 0.
+    for (const r of reqs) expect(r.headers['if-range']).to.equal(undefined)
+    expect(listings(), 'the listing is read once more, to see that the file is the same').to.have.length(2)
+    expect(events.filter((e) => e.type === 'remote-changed' || e.type === 'integrity-retry')).to.have.length(0)
+  })
+
+  for (const [name, fault] of [['/total differs from the listed size', {kind: 'wrongTotal'}]] as const) {
     it(`206 whose ${name} on a resume: partial dropped, listing re-read, restart from 0`, async () => {
       const {res, dir, events} = await pullWith([CUT, fault])
       expect(res.code, res.stderr).to.equal(0)
       await expectExact(dir)
       const reqs = content()
-      expect(reqs.map((r) => r.rangeStart)).to.deep.equal([0, 1 * MiB, 0])
+      expect(reqs.map((r) => r.rangeStart)).to.deep.equal([0, RESUME_AT, 0])
       expect(reqs[1].fault).to.equal(fault.kind)
       expect(listings(), 'a second files request').to.have.length(2)
       // The re-read listing comes between the rejected resume and the restart.
@@ -170,7 +176,7 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
     expect(mutated).to.equal(true)
     await expectExact(dir)
     const reqs = content()
-    expect(reqs.map((r) => r.rangeStart)).to.deep.equal([0, 1 * MiB, 0])
+    expect(reqs.map((r) => r.rangeStart)).to.deep.equal([0, RESUME_AT, 0])
     expect(listings()).to.have.length(2)
     expect(events.find((e) => e.type === 'file-done')?.sha256).to.equal(emu!.sha256Of(MODEL, BIG))
   })
@@ -189,7 +195,7 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
     })
     emu!.setFaults(MODEL, BIG, [CUT])
     const dir = path.join(home, 'out')
-    const child = startCli(['pull', MODEL, '--endpoint', emu!.url, '--local-dir', dir], {env: testEnv(home)})
+    const child = startCli(['pull', MODEL, '--endpoint', emu!.url, '--local-dir', dir], {env: testEnv(home, t.env)})
     const exited = new Promise((resolve) => child.once('exit', resolve))
     const deadline = Date.now() + 20_000
     while (listings().length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
@@ -280,7 +286,7 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
     const {res, dir, events} = await pullWith([CUT, {kind: 'status', status: 416, headers: {'Content-Range': `bytes */${MiB - 10}`}}])
     expect(res.code, res.stderr).to.equal(0)
     await expectExact(dir)
-    expect(content().map((r) => r.rangeStart)).to.deep.equal([0, 1 * MiB, 0])
+    expect(content().map((r) => r.rangeStart)).to.deep.equal([0, RESUME_AT, 0])
     expect(listings()).to.have.length(2)
     expect(events.filter((e) => e.type === 'remote-changed')).to.have.length(1)
   })
@@ -312,7 +318,7 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
       const after = log.slice(expired + 1)
       expect(after[0]?.route, 'a new download-route request after the 403').to.equal('download')
       expect(after[1]?.route).to.equal('blob')
-      expect(after[1]?.rangeStart, 'resume offset > 0').to.equal(1 * MiB)
+      expect(after[1]?.rangeStart, 'resume offset > 0').to.equal(RESUME_AT)
     })
   }
 
@@ -382,7 +388,7 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
   it('Retry-After huge: the wait is capped (retry event delayMs = the cap)', async () => {
     await startEmu()
     emu!.setFaults(MODEL, BIG, [{kind: 'status', status: 503, headers: {'Retry-After': '999999999'}}])
-    const child = startCli(['pull', MODEL, '--endpoint', emu!.url, '--local-dir', path.join(home, 'out'), '--json'], {env: testEnv(home)})
+    const child = startCli(['pull', MODEL, '--endpoint', emu!.url, '--local-dir', path.join(home, 'out'), '--json'], {env: testEnv(home, t.env)})
     const retry = await new Promise<JsonEvent | undefined>((resolve) => {
       let buf = ''
       child.stdout!.on('data', (d) => {
@@ -445,7 +451,7 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
       // The partial and the journal's claim on it survive, and agree.
       const {problems, durablePrefix} = await journalClaimsProblems(dir)
       expect(problems).to.deep.equal([])
-      expect(durablePrefix[BIG]).to.equal(1 * MiB)
+      expect(durablePrefix[BIG]).to.equal(RESUME_AT)
       const partials = await fs.readdir(path.join(dir, '.ms-resume', 'partial-v1'))
       expect(partials).to.have.length(1)
       // And the next run resumes it.
@@ -454,7 +460,7 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
       const again = await pull()
       expect(again.res.code, again.res.stderr).to.equal(0)
       await expectExact(again.dir)
-      expect(content().map((r) => r.rangeStart)).to.deep.equal([1 * MiB])
+      expect(content().map((r) => r.rangeStart)).to.deep.equal([RESUME_AT])
     })
   }
 
@@ -469,7 +475,8 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
     expect(reqs[0].fault).to.equal('trickle')
     // Bytes kept coming (never idle for --timeout): the speed window, not the idle timer, cut it.
     expect(reqs[0].bytesSent).to.be.greaterThan(1.5 * MiB)
-    expect(reqs[1].rangeStart).to.equal(1 * MiB)
+    // Even the trickled bytes are kept: the retry asks for the first byte not yet received.
+    expect(reqs[1].rangeStart).to.equal(reqs[0].bytesSent)
     expect(retries(events).map((e) => e.code)).to.deep.equal(['E_TIMEOUT'])
     expect(ms).to.be.lessThan(20_000)
   })
@@ -488,7 +495,7 @@ for (const client of ['axios', 'raw'] as const) describe(`pull under transport f
     const {res, dir} = await pullWith([CUT, {kind: 'empty', status: 200}])
     expect(res.code, res.stderr).to.equal(0)
     await expectExact(dir)
-    expect(content().map((r) => r.rangeStart)).to.deep.equal([0, 1 * MiB, 0])
+    expect(content().map((r) => r.rangeStart)).to.deep.equal([0, RESUME_AT, 0])
     expect(listings()).to.have.length(2)
   })
 

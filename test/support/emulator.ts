@@ -32,6 +32,7 @@
  * Range-shaped faults on a request without Range behave as if `bytes=0-` had been asked.
  */
 import http, {STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse} from 'node:http'
+import https from 'node:https'
 import type {AddressInfo, Socket} from 'node:net'
 import crypto from 'node:crypto'
 import zlib from 'node:zlib'
@@ -148,6 +149,11 @@ export interface HubEmulatorOptions {
   blobPort?: number
   /** Called once per request when its response is over (finished, reset or aborted). */
   onLog?: (entry: LogEntry) => void
+  /**
+   * Serve both origins over TLS with this key and certificate (see test/support/tls.ts); the CLI
+   * under test trusts it through NODE_EXTRA_CA_CERTS. Every transfer test runs over plain HTTP and TLS.
+   */
+  tls?: {key: string | Buffer; cert: string | Buffer}
 }
 
 /** What `mutateFile` changes. Without seed/content a new seed is derived. listedSha256/listedSize
@@ -532,8 +538,9 @@ export class HubEmulator {
     const p1 = await listen(emu.mainServer, opts.port ?? 0)
     const p2 = await listen(emu.otherServer, opts.blobPort ?? 0)
     const h = host.includes(':') ? `[${host}]` : host
-    emu.url = `http://${h}:${p1}`
-    emu.otherOriginUrl = `http://${h}:${p2}`
+    const scheme = opts.tls ? 'https' : 'http'
+    emu.url = `${scheme}://${h}:${p1}`
+    emu.otherOriginUrl = `${scheme}://${h}:${p2}`
     emu.blobUrl = opts.blobOnSeparateOrigin ? emu.otherOriginUrl : emu.url
     return emu
   }
@@ -792,9 +799,10 @@ export class HubEmulator {
   // Server plumbing
 
   private makeServer(origin: LogOrigin): http.Server {
-    const server = http.createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       void this.onRequest(req, res, origin)
-    })
+    }
+    const server: http.Server = this.opts.tls ? https.createServer({key: this.opts.tls.key, cert: this.opts.tls.cert}, handler) : http.createServer(handler)
     server.requestTimeout = 0
     server.on('connection', (s: Socket) => {
       if (this.stopped) {

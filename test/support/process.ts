@@ -149,12 +149,13 @@ export function durableChunkIndices(record: JournalRecordView | undefined): numb
   return (record?.chunks ?? []).flatMap((c, i) => (c === null ? [] : [i]))
 }
 
-/** Bytes [0, n) covered by consecutive claimed chunks. */
+/** Bytes [0, n) claimed in a row: consecutive whole chunks, then the first bytes of a partial chunk. */
 export function durablePrefixBytes(record: JournalRecordView | undefined): number {
   if (!record) return 0
   let i = 0
   while (i < record.chunks.length && record.chunks[i] !== null) i++
-  return Math.min(record.size, i * record.chunkSizeBytes)
+  const partials = (record.partialChunks ?? []) as Array<{index: number; bytes: number}>
+  return Math.min(record.size, i * record.chunkSizeBytes + (partials.find((p) => p.index === i)?.bytes ?? 0))
 }
 
 /**

@@ -86,6 +86,26 @@ describe('manifest JSON Schema', () => {
     expect(validate({...clone(example), extra: 1})).to.equal(false)
   })
 
+  it('the reader also refuses what the schema cannot express: a chunk grid other than the size gives, a reserved path, a repeated path', () => {
+    const three = example.files.findIndex((f) => f.xxh64.length === 3)
+    const broken: Array<[string, (m: Manifest) => void]> = [
+      ['chunk size off the grid (a consistent 512 KiB list)', (m) => {
+        const f = m.files[three]
+        f.chunkSizeBytes = 512 * 1024
+        f.xxh64 = Array.from({length: Math.ceil(f.size / f.chunkSizeBytes)}, () => '0123456789abcdef')
+      }],
+      ["ms-resume's state directory", (m) => (m.files[three].path = '.ms-resume/journal-v1.json')],
+      ["the client's index, in another case", (m) => (m.files[three].path = '.MSC')],
+      ['a repeated path', (m) => m.files.push({...m.files[three]})],
+    ]
+    for (const [name, breakIt] of broken) {
+      const m = clone(example)
+      breakIt(m)
+      expect(manifestProblem(m), `reader accepts: ${name}`).to.be.a('string')
+    }
+    expect(manifestProblem(clone(example))).to.equal(undefined)
+  })
+
   it("the schema's path pattern agrees with the reader's path safety rules", async () => {
     const schema = JSON.parse(await fs.readFile(SCHEMA, 'utf8')) as {$defs: {file: {properties: {path: {pattern: string}}}}}
     const pattern = new RegExp(schema.$defs.file.properties.path.pattern, 'u')

@@ -1,4 +1,5 @@
 import {MsrError} from '../../errors.js'
+import type {EventSink} from '../../events.js'
 import {getJson} from '../../transfer/http.js'
 import type {Hub, HubFile, HubListing} from '../types.js'
 
@@ -90,11 +91,11 @@ export class ModelScopeHub implements Hub {
     return {files, revision, revisionCreatedAt: typeof createdAt === 'number' ? createdAt : undefined}
   }
 
-  async afterComplete(ctx: {modelDir: string; cacheRoot?: string; layout: string; modelId: string; listing: HubListing}): Promise<void> {
+  async afterComplete(ctx: {modelDir: string; cacheRoot?: string; layout: string; modelId: string; listing: HubListing; emit?: EventSink}): Promise<void> {
     if (ctx.layout === 'local-dir') return
-    const {writeModelscopeIndex} = await import('./python-index.js')
+    const {MSC_FILE, writeModelscopeIndex} = await import('./python-index.js')
     const [owner, name] = ctx.modelId.split('/')
-    await writeModelscopeIndex({
+    const written = await writeModelscopeIndex({
       modelDir: ctx.modelDir,
       cacheRoot: ctx.layout === 'cache' ? ctx.cacheRoot : undefined,
       owner,
@@ -104,6 +105,9 @@ export class ModelScopeHub implements Hub {
       revisionCreatedAt: ctx.listing.revisionCreatedAt ?? Math.floor(Date.now() / 1000),
       merge: true,
     })
+    if (written.unreadableReason) {
+      ctx.emit?.({type: 'warning', path: MSC_FILE, message: `the ModelScope index ${MSC_FILE} there was not read (${written.unreadableReason}); rewritten with this model's files only`})
+    }
   }
 
   private async api<T>(route: string, modelId: string, revision: string, signal?: AbortSignal): Promise<T | undefined> {

@@ -24,6 +24,7 @@ import path from 'node:path'
 import {MsrError} from '../../errors.js'
 import {fsyncDir} from '../../journal/durable-file.js'
 import {parseModelId} from '../../store/layout.js'
+import {RefusedStateFile, readStateFile} from '../../store/state-file.js'
 
 /** One `.msc` entry, keys spelled and ordered exactly as the official client writes them. */
 export interface PythonIndexEntry {
@@ -39,6 +40,11 @@ export const MSC_FILE = '.msc'
 export const MDL_FILE = '.mdl'
 export const MV_FILE = '.mv'
 export const LOCK_DIR = '.lock'
+/**
+ * Largest `.msc` (or `.mdl`, `.mv`) read: about a million entries. Another writer's index may be
+ * anything; a larger one is not read (nor merged) but replaced, with a warning.
+ */
+export const MAX_INDEX_BYTES = 64 * 1024 * 1024
 
 /** The official client's directory name for a model name: every `.` becomes `___`. */
 export function maskModelName(name: string): string {
@@ -366,6 +372,11 @@ export function encodePickleDict(obj: Readonly<Record<string, string>>): Buffer 
 
 type Value = string | Value[] | {[key: string]: Value}
 const MARK_LIMIT = 1 << 16 // nesting of MARKs; our shapes need 2
+/**
+ * List items and dict values in one pickle. BINGET repeats a memoized object for 2 bytes, so a
+ * 64 MiB pickle could otherwise decode to 32 million references (and be re-encoded in full).
+ */
+const ITEM_LIMIT = 1 << 21
 
 class Bad extends Error {}
 
@@ -405,6 +416,11 @@ function run(input: Uint8Array): Value {
   let stack: Value[] = []
   const metastack: Value[][] = []
   const memo = new Map<number, Value>()
+  let items = 0
+  const count = (k: number): void => {
+    items += k
+    if (items > ITEM_LIMIT) throw new Bad('too many items')
+  }
 
   const need = (k: number): void => {
     if (k < 0 || pos + k > n) throw new Bad('truncated')
@@ -479,12 +495,16 @@ function run(input: Uint8Array): Value {
       case OP.EMPTY_DICT:
         stack.push({})
         break
-      case OP.LIST:
-        stack.push(popMark())
+      case OP.LIST: {
+        const list = popMark()
+        count(list.length)
+        stack.push(list)
         break
+      }
       case OP.DICT: {
         const items = popMark()
         if (items.length % 2 !== 0) throw new Bad('odd DICT')
+        count(items.length / 2)
         const d: {[key: string]: Value} = {}
         for (let i = 0; i < items.length; i += 2) setItem(d, items[i], items[i + 1])
         stack.push(d)
@@ -519,6 +539,7 @@ function run(input: Uint8Array): Value {
         const item = stack.pop() as Value
         const list = top()
         if (!Array.isArray(list)) throw new Bad('APPEND to non-list')
+        count(1)
         list.push(item)
         break
       }
@@ -526,6 +547,7 @@ function run(input: Uint8Array): Value {
         const items = popMark()
         const list = top()
         if (!Array.isArray(list)) throw new Bad('APPENDS to non-list')
+        count(items.length)
         for (const item of items) list.push(item)
         break
       }
@@ -535,6 +557,7 @@ function run(input: Uint8Array): Value {
         const key = stack.pop() as Value
         const dict = top()
         if (!isDict(dict)) throw new Bad('SETITEM on non-dict')
+        count(1)
         setItem(dict, key, value)
         break
       }
@@ -542,6 +565,7 @@ function run(input: Uint8Array): Value {
         const items = popMark()
         const dict = top()
         if (!isDict(dict) || items.length % 2 !== 0) throw new Bad('bad SETITEMS')
+        count(items.length / 2)
         for (let i = 0; i < items.length; i += 2) setItem(dict, items[i], items[i + 1])
         break
       }
@@ -588,6 +612,8 @@ export interface WriteModelscopeIndexResult {
   keptForeign: number
   /** Whether an existing `.msc` could not be decoded and was rewritten from our entries alone. */
   replacedUnreadable: boolean
+  /** Why an existing `.msc` was not read (not a regular file, too large, not an index), when it was not. */
+  unreadableReason?: string
   lockFile?: string
   symlink: SymlinkOutcome
   symlinkPath?: string
@@ -630,15 +656,23 @@ function localError(error: unknown, file: string, action: string): MsrError {
   return new MsrError('E_LOCAL', what, {cause: error, path: file})
 }
 
-/** Reads a file, or null if it (or its directory) is not there. Other errors propagate. */
-async function readIfPresent(file: string): Promise<Buffer | null> {
+/**
+ * Reads an index file, or null if it (or its directory) is not there. Another writer's file may be
+ * a FIFO (a plain read blocks forever), a symlink or huge: it is opened without blocking or
+ * following links, and read only when it is a regular file of at most MAX_INDEX_BYTES; otherwise
+ * `refused` says why. Other errors propagate.
+ */
+async function readIndexFile(file: string): Promise<{bytes: Buffer | null; refused?: string}> {
   try {
-    return await fs.readFile(file)
+    return {bytes: (await readStateFile(file, MAX_INDEX_BYTES)) ?? null}
   } catch (error) {
-    const code = errnoOf(error)
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return null
+    if (error instanceof RefusedStateFile) return {bytes: null, refused: error.message}
     throw localError(error, file, 'read')
   }
+}
+
+async function readIfPresent(file: string): Promise<Buffer | null> {
+  return (await readIndexFile(file)).bytes
 }
 
 /**
@@ -691,14 +725,24 @@ export async function readModelscopeIndex(modelDir: string): Promise<ModelscopeI
   return {files, id, revision}
 }
 
-/** Our entries win by Path; foreign entries keep their order, ours follow (as the client appends). */
-function mergeEntries(existing: PythonIndexEntry[], ours: PythonIndexEntry[]): {entries: PythonIndexEntry[]; kept: number} {
+/** One entry per Path: a repeated Path keeps its last Revision, at its last position (the client appends). */
+function uniqueByPath(entries: PythonIndexEntry[]): Map<string, PythonIndexEntry> {
   const byPath = new Map<string, PythonIndexEntry>()
-  for (const e of ours) {
-    byPath.delete(e.Path) // a repeated Path: the last one wins, at the last position
+  for (const e of entries) {
+    byPath.delete(e.Path)
     byPath.set(e.Path, {Path: e.Path, Revision: e.Revision})
   }
-  const foreign = existing.filter((e) => !byPath.has(e.Path))
+  return byPath
+}
+
+/**
+ * Our entries win by Path; foreign entries keep their order, ours follow (as the client appends).
+ * Repeated foreign entries are merged too, so each rewrite is bounded by the distinct paths and
+ * an index that another writer keeps appending to does not grow with every pull.
+ */
+function mergeEntries(existing: PythonIndexEntry[], ours: PythonIndexEntry[]): {entries: PythonIndexEntry[]; kept: number} {
+  const byPath = uniqueByPath(ours)
+  const foreign = [...uniqueByPath(existing).values()].filter((e) => !byPath.has(e.Path))
   return {entries: [...foreign, ...byPath.values()], kept: foreign.length}
 }
 
@@ -728,14 +772,17 @@ export async function writeModelscopeIndex(opts: WriteModelscopeIndexOptions): P
   }
 
   let foreign: PythonIndexEntry[] = []
-  let replacedUnreadable = false
+  let unreadableReason: string | undefined
   const mscPath = path.join(modelDir, MSC_FILE)
-  const existing = await readIfPresent(mscPath)
-  if (existing) {
-    const decoded = indexEntriesOf(existing)
-    if (decoded === null) replacedUnreadable = true
+  const existing = await readIndexFile(mscPath)
+  if (existing.refused) {
+    unreadableReason = existing.refused
+  } else if (existing.bytes) {
+    const decoded = indexEntriesOf(existing.bytes)
+    if (decoded === null) unreadableReason = 'not a pickled list of {Path, Revision}'
     else if (opts.merge !== false) foreign = decoded
   }
+  const replacedUnreadable = unreadableReason !== undefined
   const {entries, kept: keptForeign} = mergeEntries(foreign, ours)
 
   // .msc last: it is what makes the client treat files as present.
@@ -743,7 +790,7 @@ export async function writeModelscopeIndex(opts: WriteModelscopeIndexOptions): P
   await writeAtomic(path.join(modelDir, MV_FILE), formatModelVersion(revisionName, opts.revisionCreatedAt))
   await writeAtomic(mscPath, encodePickleIndex(entries))
 
-  const result: WriteModelscopeIndexResult = {entries, keptForeign, replacedUnreadable, symlink: 'not-needed'}
+  const result: WriteModelscopeIndexResult = {entries, keptForeign, replacedUnreadable, ...(unreadableReason ? {unreadableReason} : {}), symlink: 'not-needed'}
   if (cacheRoot !== undefined) {
     result.lockFile = await ensureLockFile(cacheRoot, owner, name)
     if (name.includes('.')) {

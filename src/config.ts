@@ -1,0 +1,32 @@
+/**
+ * Every MS_RESUME_* knob, read once. Modules take values from here instead of reading the
+ * environment deep inside a hot path (an unknown or malformed value falls back to the default).
+ */
+export interface Knobs {
+  /** MS_RESUME_DIRECT_IO=0: write every partial through the page cache (no O_DIRECT). */
+  directIo: boolean
+  /** MS_RESUME_TEST_WRITE_DELAY_MS: tests only, delay each write to a partial (a slow disk). */
+  testWriteDelayMs: number
+  /** MS_RESUME_RETRY_BASE_MS: first retry delay (tests make it short). */
+  retryBaseMs: number | undefined
+  /** MS_RESUME_CONNECT_TIMEOUT_MS: TCP + TLS connect timeout (default 10 s). */
+  connectTimeoutMs: number
+}
+
+function numberKnob(name: string, min: number, max: number): number | undefined {
+  const raw = process.env[name]?.trim()
+  if (!raw) return undefined
+  const n = Number(raw)
+  return Number.isFinite(n) && n >= min && n <= max ? n : undefined
+}
+
+function readKnobs(): Knobs {
+  return {
+    directIo: !['0', 'off', 'false', 'no'].includes((process.env.MS_RESUME_DIRECT_IO ?? '').trim().toLowerCase()),
+    testWriteDelayMs: numberKnob('MS_RESUME_TEST_WRITE_DELAY_MS', 0, 60_000) ?? 0,
+    retryBaseMs: numberKnob('MS_RESUME_RETRY_BASE_MS', 0, 600_000),
+    connectTimeoutMs: numberKnob('MS_RESUME_CONNECT_TIMEOUT_MS', 1, 600_000) ?? 10_000,
+  }
+}
+
+export const knobs: Readonly<Knobs> = Object.freeze(readKnobs())
