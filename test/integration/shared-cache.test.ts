@@ -16,6 +16,8 @@ const FILES = [
   {path: 'config.json', content: '{"layers": 2}\n'},
 ]
 const MODEL_BYTES = 12 * MiB + 17 + 14
+/** Over the size from which partials are written with O_DIRECT (which FUSE may refuse or take). */
+const LARGE = 'acme/large-model'
 /** Staleness for these tests: a beat every 0.8 s, confirmation 2.3 s (see lock-staleness.ts). */
 const STALE_MS = 4000
 const BEAT_MS = 800
@@ -49,7 +51,7 @@ describe('a cache shared by two hosts over a network filesystem (sshfs, unshare)
     if (root) await fs.rm(root, {recursive: true, force: true})
   })
   beforeEach(async () => {
-    emu = await HubEmulator.start({models: [{id: MODEL, files: FILES}], rateLimitBytesPerSec: 2 * MiB})
+    emu = await HubEmulator.start({models: [{id: MODEL, files: FILES}, {id: LARGE, files: [{path: 'large.bin', size: 40 * MiB + 3}]}], rateLimitBytesPerSec: 2 * MiB})
     modelName = `m${++n}`
   })
   afterEach(async () => {
@@ -93,6 +95,18 @@ describe('a cache shared by two hosts over a network filesystem (sshfs, unshare)
     expect(waits[0].e.holder).to.match(new RegExp(`^pid \\d+ on host-${waits[0].i === 0 ? 'b' : 'a'}\\b`))
     expect(contentBytes(), 'content bytes over the network, both hosts together').to.equal(MODEL_BYTES)
     await expectModelOnServer()
+  })
+
+  it('a file written with O_DIRECT through the network mount, then verified in full from the other host, byte-exact', async () => {
+    emu.setRateLimit(undefined)
+    const a = host('a', ['pull', LARGE, '--endpoint', emu.url, '--local-dir', dirOn('a')])
+    const ra = await a.done
+    expect(ra.code, ra.stderr).to.equal(0)
+    expect((await fs.readFile(path.join(dirOn('server'), 'large.bin'))).equals(emu.contentOf(LARGE, 'large.bin'))).to.equal(true)
+    const v = host('b', ['verify', LARGE, '--local-dir', dirOn('b'), '--level', 'full'])
+    const rv = await v.done
+    expect(rv.code, rv.stderr).to.equal(0)
+    expect(JSON.parse(rv.stdout).ok).to.equal(true)
   })
 
   it('host A crashes (SIGKILL) half-way: host B waits while the lock is fresh, takes over after the staleness, resumes at A\'s durable offset', async () => {
