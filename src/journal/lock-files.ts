@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
-import {MsrError} from '../errors.js'
+import {MsrError, fromFsError} from '../errors.js'
 import {FILE_MODE} from './file-modes.js'
 import {BOOT_ID, type HostIdentity, PID_NS} from './host-identity.js'
 
@@ -103,6 +103,12 @@ export function parseLegacyOwner(text: string): {pid: number; host: string} | un
   return undefined
 }
 
+/** The legacy owner file beside the lock (never a FIFO or a symlink, at most 4 KiB); undefined when absent or unreadable. */
+export async function readLegacyOwner(stateDir: string): Promise<{pid: number; host: string} | undefined> {
+  const file = await readSmallFile(path.join(stateDir, LEGACY_OWNER_FILE), MAX_OWNER_BYTES).catch(() => undefined)
+  return file ? parseLegacyOwner(file.data.toString('utf8')) : undefined
+}
+
 /** Printable, no control characters, bounded: it ends up in messages and on terminals. */
 function isName(v: unknown): v is string {
   return typeof v === 'string' && v.length > 0 && v.length <= 255 && !/[\u0000-\u001f\u007f]/.test(v)
@@ -144,12 +150,18 @@ export async function sightLock(dir: string): Promise<LockSighting | undefined> 
   }
 }
 
-/** A regular file's first `max` bytes and mtime; undefined when absent, not a file, or a symlink. */
+/**
+ * A regular file's first `max` bytes and mtime; undefined when absent, not a file, or a symlink.
+ * No permission to read it is said (E_PERMISSION): a lock whose heartbeat cannot be read would
+ * otherwise look like no lock, or a dead one.
+ */
 async function readSmallFile(file: string, max: number): Promise<{data: Buffer; mtimeMs: number} | undefined> {
   let fh
   try {
     fh = await fs.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
-  } catch {
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'EACCES' || code === 'EPERM') throw fromFsError(error, 'reading the model lock', file)
     return undefined
   }
   try {

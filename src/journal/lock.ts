@@ -9,15 +9,15 @@ import {CLOCK_PROBE, fsNowMs} from './fs-clock.js'
 import {hostIdentity, samePidSpace} from './host-identity.js'
 import {
   HEARTBEAT_BYTES, HEARTBEAT_FILE, LEGACY_OWNER_FILE, LEGACY_OWNER_TEMP, LOCK_ASIDE, LOCK_DIR, type LockOwner, type LockSighting, OWNER_FILE,
-  createSynced, heartbeatRecord, parseHeartbeat, parseLegacyOwner, sightLock, syncTolerant,
+  createSynced, heartbeatRecord, parseHeartbeat, readLegacyOwner, sightLock, syncTolerant,
 } from './lock-files.js'
 import {type LockTiming, StalenessJudge, lockTiming, staleMsFromEnv} from './lock-staleness.js'
 
 /**
  * One lock per model, made to be shared by many users and hosts on a network filesystem
- * (docs/shared-cache.md). Taking it is a mkdir; holding it is a heartbeat the filesystem stamps;
- * losing it (another process took it over as stale) aborts `lost`, and from then on the holder
- * writes nothing: `assertHeld()` guards every journal write.
+ * (docs/shared-cache.md). Taking it is a rename of a directory built aside; holding it is a
+ * heartbeat the filesystem stamps; losing it (another process took it over as stale) aborts `lost`,
+ * and from then on the holder writes nothing: `assertHeld()` guards every journal write.
  */
 export interface ModelLock {
   release(): Promise<void>
@@ -43,15 +43,19 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
   const deadline = performance.now() + opts.waitMs
   let warned = false
   for (;;) {
-    const seen = await lookAtLock(stateDir)
+    let seen = await lookAtLock(stateDir)
     if (!seen) {
       const held = await tryTake(stateDir, timing)
       if (held) {
         await sweepLeftovers(stateDir)
         return held
       }
-      await sleep(20)
-      continue
+      // The server says a lock is there: judge it as it is (an older version's without its owner file).
+      seen = await sightLock(lockDir)
+      if (!seen) {
+        await sleep(20)
+        continue
+      }
     }
     // A holder SIGKILLed in this very pid namespace cannot beat any more; waiting out the staleness
     // (which is there for holders elsewhere) would only cost time.
@@ -92,7 +96,7 @@ export async function acquireModelLock(stateDir: string, opts: LockOptions): Pro
 async function lookAtLock(stateDir: string): Promise<LockSighting | undefined> {
   const seen = await sightLock(path.join(stateDir, LOCK_DIR))
   if (!seen || seen.heartbeat) return seen
-  const legacyOwner = await fs.readFile(path.join(stateDir, LEGACY_OWNER_FILE), 'utf8').then(parseLegacyOwner, () => undefined)
+  const legacyOwner = await readLegacyOwner(stateDir)
   return legacyOwner ? seen : undefined
 }
 
@@ -331,7 +335,7 @@ function describeOwner(owner: {pid: number; host: string; user?: string}): strin
 
 async function describeHolder(stateDir: string, seen: LockSighting): Promise<string> {
   if (seen.owner) return describeOwner(seen.owner)
-  const legacy = await fs.readFile(path.join(stateDir, LEGACY_OWNER_FILE), 'utf8').then(parseLegacyOwner, () => undefined)
+  const legacy = await readLegacyOwner(stateDir)
   return legacy && !seen.heartbeat ? describeOwner(legacy) : 'another process'
 }
 
@@ -362,7 +366,7 @@ export async function inspectModelLock(stateDir: string, staleMs = staleMsFromEn
   if (!seen) return undefined
   const nowMs = await fsNowMs(stateDir).catch(() => undefined)
   const ageMs = nowMs === undefined ? undefined : Math.max(0, nowMs - seen.heartbeatMs)
-  const legacy = seen.owner ? undefined : await fs.readFile(path.join(stateDir, LEGACY_OWNER_FILE), 'utf8').then(parseLegacyOwner, () => undefined)
+  const legacy = seen.owner ? undefined : await readLegacyOwner(stateDir)
   const who = seen.owner ?? (seen.heartbeat ? undefined : legacy)
   return {
     holder: await describeHolder(stateDir, seen),
