@@ -177,10 +177,13 @@ export class Journal {
 
   private async writeNow(): Promise<void> {
     this.db.data.updatedAt = new Date().toISOString()
+    // Serialised now, as the write starts: callers change records across awaits, and a snapshot
+    // taken after the lock check below caught a record half updated (a journal set aside as bad).
+    const text = JSON.stringify(this.db.data)
     await this.beforeWrite?.()
     const started = performance.now()
     try {
-      await this.db.write()
+      await writeFileDurable(this.file, text)
       this.lastWriteMs = performance.now() - started
     } catch (error) {
       // A full disk is E_DISK_FULL wherever it strikes first (data or journal): one code, one hint.

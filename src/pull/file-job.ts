@@ -179,6 +179,9 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         // Data first, claim second: a batched journal flush may run during the datasync.
         await fh.datasync()
         record.chunks = download.chunkSums()
+        // Every chunk is whole now: a half-chunk claim left by a checkpoint would make the journal
+        // invalid (a chunk both whole and partial) for any flush from here on.
+        delete record.partialChunks
         await settleFileMode(fh)
       }
     } finally {
