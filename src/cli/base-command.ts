@@ -10,7 +10,7 @@ import {usageErrorFrom} from './usage-error.js'
  */
 export abstract class BaseCommand extends Command {
   static override baseFlags = {
-    json: Flags.boolean({description: 'Machine output on stdout, one JSON object per line (schema: docs/json-output.md). pull: its events, the summary last; status, clean: one report.', default: false}),
+    json: Flags.boolean({description: 'Machine output on stdout, one JSON object per line (schema: docs/json-output.md). pull: its events, the summary last; status, clean: one report; serve: its access log.', default: false}),
     quiet: Flags.boolean({char: 'q', description: 'Print errors only.', default: false}),
     verbose: Flags.boolean({description: 'Show stack traces of errors (same as DEBUG=ms-resume*).', default: false, hidden: false}),
   }

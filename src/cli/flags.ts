@@ -1,5 +1,6 @@
 import {Flags} from '@oclif/core'
 
+import {knobs} from '../config.js'
 import {MsrError} from '../errors.js'
 import {createHub} from '../hub/index.js'
 import type {Hub} from '../hub/types.js'
@@ -32,8 +33,8 @@ export function hubFrom(flags: {endpoint?: string; token?: string; timeout: numb
 
 export function retryPolicyFrom(flags: {retries: number}): RetryPolicy {
   // MS_RESUME_RETRY_BASE_MS shortens backoff in tests; it is not for everyday use.
-  const base = Number(process.env.MS_RESUME_RETRY_BASE_MS)
-  return {...DEFAULT_RETRY_POLICY, maxRetries: flags.retries, ...(Number.isFinite(base) && base >= 0 && process.env.MS_RESUME_RETRY_BASE_MS ? {baseDelayMs: base, maxDelayMs: Math.max(base, 1) * 8} : {})}
+  const base = knobs.retryBaseMs
+  return {...DEFAULT_RETRY_POLICY, maxRetries: flags.retries, ...(base === undefined ? {} : {baseDelayMs: base, maxDelayMs: Math.max(base, 1) * 8})}
 }
 
 export function checkLevelFrom(flag: string | undefined): CheckLevel {

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises'
 import os from 'node:os'
 
 import {chunkBounds, loadXxh64} from './chunks.js'
-import {nativeChunkHashing} from './sha256-native.js'
+import {nativeChunkHashing} from './native-addon.js'
 import {readFully} from '../store/read-fully.js'
 import {sha256FileHex} from './sha256.js'
 

@@ -1,7 +1,7 @@
 import xxhash from 'xxhash-wasm'
 
 import type {HashedChunk, ResumableSha256} from './sha256.js'
-import {IN_PLACE_BELOW_BYTES, nativeChunkHashing} from './sha256-native.js'
+import {IN_PLACE_BELOW_BYTES, nativeChunkHashing} from './native-addon.js'
 
 /**
  * Every file is cut into a fixed grid of chunks; each chunk's xxh64 is recorded once it is durable,

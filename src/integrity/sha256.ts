@@ -2,7 +2,8 @@ import {createHash} from 'node:crypto'
 import fs from 'node:fs/promises'
 
 import {MsrError} from '../errors.js'
-import {createNativeSha256, nativeSha256EngineId, nativeSha256Problem, restoreNativeSha256} from './sha256-native.js'
+import {nativeSha256EngineId, nativeSha256Problem} from './native-addon.js'
+import {createNativeSha256, restoreNativeSha256} from './sha256-native.js'
 import {isSavedSha256State} from './sha256-state.js'
 import {createWasmSha256, restoreWasmSha256, WASM_ENGINE_ID} from './sha256-wasm.js'
 

@@ -3,6 +3,7 @@ import {readFileSync, renameSync, rmSync} from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
+import {knobs} from '../config.js'
 import {MsrError, fromFsError, isMsrError} from '../errors.js'
 import {DIR_MODE} from './file-modes.js'
 import {CLOCK_PROBE, fsNowMs} from './fs-clock.js'
@@ -11,7 +12,7 @@ import {
   HEARTBEAT_BYTES, HEARTBEAT_FILE, LEGACY_OWNER_FILE, LEGACY_OWNER_TEMP, LOCK_ASIDE, LOCK_DIR, type LockOwner, type LockSighting, OWNER_FILE,
   createSynced, heartbeatRecord, parseHeartbeat, readLegacyOwner, sightLock, syncTolerant,
 } from './lock-files.js'
-import {type LockTiming, StalenessJudge, lockTiming, staleMsFromEnv} from './lock-staleness.js'
+import {type LockTiming, StalenessJudge, lockTiming} from './lock-staleness.js'
 
 /**
  * One lock per model, made to be shared by many users and hosts on a network filesystem
@@ -37,7 +38,7 @@ export interface LockOptions {
 }
 
 export async function acquireModelLock(stateDir: string, opts: LockOptions): Promise<ModelLock> {
-  const timing = lockTiming(opts.staleMs ?? staleMsFromEnv())
+  const timing = lockTiming(opts.staleMs ?? knobs.lockStaleMs)
   const lockDir = path.join(stateDir, LOCK_DIR)
   const judge = new StalenessJudge(timing)
   const deadline = performance.now() + opts.waitMs
@@ -361,7 +362,7 @@ export interface LockInfo {
  * clock writes a probe file for a moment, and only when there is a lock; a reader who cannot write
  * gets the facts without an age.
  */
-export async function inspectModelLock(stateDir: string, staleMs = staleMsFromEnv()): Promise<LockInfo | undefined> {
+export async function inspectModelLock(stateDir: string, staleMs = knobs.lockStaleMs): Promise<LockInfo | undefined> {
   const seen = await lookAtLock(stateDir).catch(() => undefined)
   if (!seen) return undefined
   const nowMs = await fsNowMs(stateDir).catch(() => undefined)

@@ -179,8 +179,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         // Data first, claim second: a batched journal flush may run during the datasync.
         await fh.datasync()
         record.chunks = download.chunkSums()
-        // Every chunk is whole now: a half-chunk claim left by a checkpoint would make the journal
-        // invalid (a chunk both whole and partial) for any flush from here on.
+        // Every chunk is whole now: a partial-chunk claim beside it would make the journal invalid.
         delete record.partialChunks
         await settleFileMode(fh)
       }
@@ -201,6 +200,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     }
     record.integrityFailures++
     await quarantine(ctx, record)
+    delete record.partialChunks
     Object.assign(record, newRecord(file), {integrityFailures: record.integrityFailures, lastError: {code: 'E_INTEGRITY', message: `sha256 ${found}`, at: new Date().toISOString()}})
     await ctx.journal.flush()
     ctx.emit({type: 'integrity-retry', path: record.path, expected: record.sha256, found, attempt: record.integrityFailures})
@@ -221,7 +221,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
  * The damaged file stays at its final path until the repaired one replaces it atomically.
  */
 async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: string, check: FileCheck): Promise<FileRecord> {
-  const fresh: FileRecord = {...record, status: 'partial', sha256State: undefined, etag: undefined, partialName: partialNameFor(record.path)}
+  const fresh: FileRecord = {...record, status: 'partial', sha256State: undefined, partialChunks: undefined, etag: undefined, partialName: partialNameFor(record.path)}
   delete fresh.completedAt
   // A file longer than it should be, with every chunk intact, needs no bytes at all: the partial
   // is cut back to size when the download is prepared.
@@ -256,7 +256,7 @@ async function completeRecordFromDisk(file: HubFile, finalPath: string): Promise
   const record = newRecord(file)
   const sums = await chunkSumsOfFile(finalPath, record)
   const now = new Date().toISOString()
-  return {...record, chunks: sums, status: 'complete', completedAt: now, checkedAt: now}
+  return {...record, chunks: sums, partialChunks: undefined, status: 'complete', completedAt: now, checkedAt: now}
 }
 
 export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord, 'path' | 'size' | 'chunkSizeBytes'>): Promise<string[]> {
@@ -272,9 +272,10 @@ export async function chunkSumsOfFile(filePath: string, record: Pick<FileRecord,
  */
 async function discardPartial(ctx: JobContext, record: FileRecord): Promise<void> {
   const partialPath = partialPathOf(ctx.stateDir, record)
-  if (record.status !== 'complete' && record.chunks.some((c) => c !== null)) {
+  if (record.status !== 'complete' && (record.chunks.some((c) => c !== null) || record.partialChunks?.length)) {
     record.chunks = record.chunks.map(() => null)
     delete record.sha256State
+    delete record.partialChunks
     await ctx.journal.flush()
   }
   await fs.rm(partialPath, {force: true})

@@ -4,14 +4,12 @@ import type {FileHandle} from 'node:fs/promises'
 import {MsrError, fromFsError, isMsrError} from '../errors.js'
 import type {EventSink} from '../events.js'
 import type {Hub} from '../hub/types.js'
-import {type CheckLevel, chunkSumsOfOpenFile} from '../integrity/check.js'
+import type {CheckLevel} from '../integrity/check.js'
 import {chunkBounds, loadXxh64, xxh64PiecesAsync} from '../integrity/chunks.js'
-import {createResumableSha256, restoreSha256, type ResumableSha256} from '../integrity/sha256.js'
+import {createResumableSha256} from '../integrity/sha256.js'
 import type {Journal} from '../journal/journal.js'
 import {type FileRecord, durableBytes} from '../journal/schema.js'
-import {readFully} from '../store/read-fully.js'
 import {type Block, BlockAssembler} from './block-assembler.js'
-import {type Body, STOP} from './body.js'
 import {type DurableView, checkpoint} from './checkpointer.js'
 import {judgeRangeReply, rangeHeader, strongEtag} from './content-range.js'
 import {openBody} from './http-body.js'
@@ -19,9 +17,11 @@ import {OrderedHasher} from './ordered-hasher.js'
 import {PartialWriter} from './partial-writer.js'
 import {type RateLimiter, abortError, sleep} from './rate-limiter.js'
 import {type RetryPolicy, nextDelayMs} from './retry-policy.js'
-import {type Segment, addConnection, missingRuns, pieceChunksFor, planSegments, splitAt, takeOver} from './segment-planner.js'
-import {type Stall, StallDetector} from './stall-detector.js'
-import {partialChunksOnDisk, prefixBytes} from './partial-chunks.js'
+import {type Segment, addConnection, connectionsToAdd, missingRuns, pieceChunksFor, planSegments, splitAt, takeOver} from './segment-planner.js'
+import {ReadBack} from './read-back.js'
+import {readSegmentBody} from './segment-reader.js'
+import {prefixBytes} from './partial-chunks.js'
+import {reconcileWithDisk} from './resume.js'
 
 export interface TransferOptions {
   hub: Hub
@@ -52,15 +52,10 @@ export interface TransferOptions {
   listingUnchanged?: () => Promise<boolean>
 }
 
-/** Adaptive connections: checked this often, added while each connection is slower than this. */
-const ADAPTIVE_INTERVAL_MS = 1000
-const ADAPTIVE_FAST_BYTES_PER_SEC = 32 * 1024 * 1024
-/** Read-back batch for hashing chunks that finished out of order. */
-const DRAIN_BATCH_BYTES = 8 * 1024 * 1024
+/** Automatic connections: the rate per connection is measured this often (see connectionsToAdd). */
+const ADAPTIVE_INTERVAL_MS = 500
 /** Received chunks travel in blocks of this many bytes (whole chunks): one write, one hash job. */
 const BLOCK_BYTES = 4 * 1024 * 1024
-/** A block holding whole chunks is handed over after this long, full or not. */
-const BLOCK_MAX_AGE_MS = 200
 /** Blocks being hashed or written per file: overlap with bounded memory. */
 const MAX_BLOCKS_IN_FLIGHT = 4
 
@@ -88,8 +83,7 @@ export class ChunkedDownload {
   private checkpointError: unknown
   private lastCheckpointAt = performance.now()
   private bytesSinceCheckpoint = 0
-  private draining: Promise<void> = Promise.resolve()
-  private drainActive = false
+  private readonly readBack: ReadBack
   private coveredCheck: Promise<number[]> = Promise.resolve([])
   private readonly writer: PartialWriter
 
@@ -108,6 +102,7 @@ export class ChunkedDownload {
     this.done = [...record.chunks]
     this.doneByteCount = durableBytes(record)
     const chunk = record.chunkSizeBytes
+    this.readBack = new ReadBack(fh, record, this.done, hash, xxh, (i, message) => this.forgetChunk(i, message), () => this.throwHashError())
     this.writer = new PartialWriter(fh, partialPath, record.size, Math.max(1, Math.min(Math.max(1, Math.floor(BLOCK_BYTES / chunk)) * chunk, record.size)))
   }
 
@@ -119,51 +114,10 @@ export class ChunkedDownload {
    */
   static async prepare(record: FileRecord, fh: FileHandle, opts: TransferOptions, adoptUnknown = false, partialPath?: string): Promise<ChunkedDownload> {
     const xxh = await loadXxh64()
-    const size = (await fh.stat()).size
-    if (size > record.size) await fh.truncate(record.size)
-    const fileBytes = Math.min(size, record.size)
-    const chunks = record.chunks
-    const C = record.chunkSizeBytes
-    for (let i = 0; i < chunks.length; i++) if (chunks[i] !== null && chunkBounds(i, record.size, C).end > fileBytes) chunks[i] = null
-    if (adoptUnknown && fileBytes > 0 && !chunks.some((c) => c !== null)) {
-      // The journal was lost: take the whole chunks on disk on trust, the final SHA-256 decides.
-      const sums = await chunkSumsOfOpenFile(fh, record.size, C)
-      for (let i = 0; i < chunks.length; i++) chunks[i] = sums[i]
-    }
-    let prefix = 0
-    while (prefix < chunks.length && chunks[prefix] !== null) prefix++
-    if (prefix > 0 && (await readChunkSum(fh, record, prefix - 1, xxh)) !== chunks[prefix - 1]) {
-      // The tail the journal vouches for changed on disk: check every chunk, keep the good ones.
-      const sums = await chunkSumsOfOpenFile(fh, record.size, C)
-      for (let i = 0; i < chunks.length; i++) if (chunks[i] !== null && sums[i] !== chunks[i]) chunks[i] = null
-      opts.emit({type: 'warning', path: record.path, message: `partial of ${record.path} did not match its journal; falling back to the last good chunk`})
-    }
-    // Chunks a checkpoint caught half-way: their bytes so far, if the disk still has them.
-    const prefills = await partialChunksOnDisk(fh, record, fileBytes, xxh)
-    record.partialChunks = [...prefills].map(([index, data]) => ({index, bytes: data.length, xxh64: xxh(data)}))
-    // Bytes past what the journal vouches for (written after the last checkpoint, or by something
-    // else) are never trusted: cut them off, so the partial says no more than the journal.
-    let claimedEnd = 0
-    for (let i = chunks.length - 1; i >= 0 && claimedEnd === 0; i--) if (chunks[i] !== null) claimedEnd = chunkBounds(i, record.size, C).end
-    for (const [index, data] of prefills) claimedEnd = Math.max(claimedEnd, index * C + data.length)
-    if (fileBytes > claimedEnd) await fh.truncate(claimedEnd)
-
-    // A restored hash state vouches for the bytes an earlier process hashed off the network. The
-    // journal claims only what was fsynced, and the last kept chunk (where a crash on storage that
-    // lies about fsync loses data) was checked above: by default the rest is trusted, as a complete
-    // file is at `--check size`. At `--check fast|full` every chunk the state covers is read back
-    // (alongside the download); a bad one is fetched again and the hash started over.
-    const saved = record.sha256State
-    const reach = prefixBytes(record.chunks, prefills, record.size, C)
-    let hasher: ResumableSha256 | null = null
-    if (saved && Number.isSafeInteger(saved.offsetBytes) && saved.offsetBytes >= 0 && saved.offsetBytes <= reach) hasher = await restoreSha256(saved)
-    if (!hasher) {
-      hasher = await createResumableSha256()
-      if (reach > 0) opts.emit({type: 'rehash', path: record.path, bytes: reach, reason: saved ? 'saved hash state unusable' : 'no saved hash state'})
-    }
-    const hash = new OrderedHasher(hasher, C)
+    const {prefills, hasher} = await reconcileWithDisk(record, fh, opts.emit, adoptUnknown, xxh)
+    const hash = new OrderedHasher(hasher, record.chunkSizeBytes)
     const download = new ChunkedDownload(record, fh, hash, opts, xxh, prefills, partialPath)
-    if (opts.check === 'fast' || opts.check === 'full') download.coveredCheck = download.findAlteredChunks(Math.min(chunks.length, hash.nextChunk))
+    if (opts.check === 'fast' || opts.check === 'full') download.coveredCheck = download.readBack.alteredChunks(Math.min(record.chunks.length, hash.nextChunk))
     await download.drain()
     return download
   }
@@ -224,16 +178,19 @@ export class ChunkedDownload {
     const workers: Promise<void>[] = this.active.map((seg) => this.runSegment(seg))
     let grow: NodeJS.Timeout | undefined
     if (this.opts.adaptiveConnections && this.opts.connections > 1) {
-      let lastBytes = this.receivedBytes
-      let lastAt = performance.now()
+      // Measured from the first body byte (connect, TLS and the first round trip are not the link's speed).
+      let lastBytes = -1
+      let lastAt = 0
       grow = setInterval(() => {
+        if (this.abort.signal.aborted) return
         const now = performance.now()
+        if (lastBytes < 0) {
+          if (this.receivedBytes > 0) [lastBytes, lastAt] = [this.receivedBytes, now]
+          return
+        }
         const perConnection = (this.receivedBytes - lastBytes) / ((now - lastAt) / 1000) / Math.max(1, this.active.length)
-        lastBytes = this.receivedBytes
-        lastAt = now
-        if (this.active.length >= this.opts.connections || perConnection >= ADAPTIVE_FAST_BYTES_PER_SEC || this.abort.signal.aborted) return
-        // Double while slow: 1, 2, 4, 8 connections within a few seconds on a throttled link.
-        const add = Math.min(this.opts.connections - this.active.length, Math.max(1, this.active.length))
+        ;[lastBytes, lastAt] = [this.receivedBytes, now]
+        const add = connectionsToAdd(this.active.length, this.opts.connections, perConnection)
         for (let i = 0; i < add; i++) {
           const seg = addConnection(this.active, this.queue, pieceChunks)
           if (seg) workers.push(this.runSegment(seg))
@@ -343,68 +300,19 @@ export class ChunkedDownload {
         throw new MsrError('E_REMOTE_CHANGED', `${record.path} changed on the hub: the listing no longer gives the sha256 and size this partial was started with.`, {path: record.path})
       }
       if (etag) record.etag = etag
-      await this.consume(res.body, seg, asm, verdict.skipBytes)
+      await readSegmentBody(res.body, {
+        path: record.path, seg, asm, skipBytes: verdict.skipBytes,
+        idleTimeoutMs: this.opts.idleTimeoutMs, minBytesPerSec: this.opts.minBytesPerSec, limiter: this.opts.limiter, signal: this.abort.signal,
+        onBytes: (bytes) => {
+          this.receivedBytes += bytes
+          this.failuresWithoutProgress = 0
+        },
+        handOver: (a) => this.handOver(a),
+        failed: () => Boolean(this.writeError),
+      })
     } finally {
       this.abort.signal.removeEventListener('abort', onAbort)
       request.abort()
-    }
-  }
-
-  /**
-   * Reads the body into the segment's assembler. Every byte is copied before `take` returns;
-   * waits (rate limit, room for blocks) pause the body and stop the stall clock. Returns only
-   * after the last step it started is over (Body.pump guarantees it).
-   */
-  private async consume(body: Body, seg: Segment, asm: BlockAssembler, skipBytes: number): Promise<void> {
-    const {record} = this
-    let skip = skipBytes
-    let stalled: MsrError | undefined
-    const stall = new StallDetector({idleMs: this.opts.idleTimeoutMs, minBytesPerSec: this.opts.minBytesPerSec}, (s: Stall) => {
-      stalled = s.kind === 'idle'
-        ? new MsrError('E_TIMEOUT', `No data for ${Math.round(s.idleMs / 1000)} s on ${record.path}.`, {path: record.path, retryable: true})
-        : new MsrError('E_TIMEOUT', `${record.path} is arriving at ${Math.round(s.bytesPerSec)} B/s, below the minimum of ${this.opts.minBytesPerSec} B/s.`, {path: record.path, retryable: true})
-      body.destroy(stalled)
-    })
-    const held = (wait: Promise<void>): Promise<void> => {
-      stall.hold()
-      return wait.finally(() => stall.release())
-    }
-    const take = (data: Buffer): void | Promise<void> | typeof STOP => {
-      // Bytes past what this segment needs (a longer body, a tail another connection took over).
-      if (seg.next >= seg.end) return STOP
-      stall.received(data.length)
-      let off = 0
-      if (skip > 0) {
-        off = Math.min(skip, data.length)
-        skip -= off
-      }
-      if (off < data.length) this.failuresWithoutProgress = 0
-      let room: Promise<void> | undefined
-      const from = off
-      while (off < data.length && seg.next < seg.end) {
-        const step = asm.copy(data, off)
-        off = step.off
-        if (step.chunkDone && asm.due(BLOCK_MAX_AGE_MS)) room = this.handOver(asm) ?? room
-      }
-      this.receivedBytes += off - from
-      const limit = off > from ? this.opts.limiter?.consume(off - from, this.abort.signal) : undefined
-      const wait = room && limit ? Promise.all([room, limit]).then(() => {}) : room ?? limit
-      if (seg.next >= seg.end) return wait ? held(wait).then(() => {}) : undefined
-      return wait ? held(wait) : undefined
-    }
-    try {
-      const outcome = await body.pump(take)
-      if (stalled) throw stalled
-      if (outcome === 'end' && seg.next < seg.end) throw new MsrError('E_NETWORK', `Connection closed early while downloading ${record.path}.`, {path: record.path, retryable: true})
-    } catch (error) {
-      if (stalled) throw stalled
-      // Everything this segment needed had arrived; what failed was only the wait for the end.
-      if (seg.next >= seg.end && !this.abort.signal.aborted && !this.writeError) return
-      if (isMsrError(error) || this.abort.signal.aborted) throw error
-      throw new MsrError('E_NETWORK', `Connection lost while downloading ${record.path}: ${(error as Error).message}.`, {path: record.path, retryable: true, cause: error})
-    } finally {
-      stall.stop()
-      if (!body.ended) body.destroy()
     }
   }
 
@@ -467,51 +375,7 @@ export class ChunkedDownload {
 
   /** Hashes chunks that were finished out of order, reading them back (and checking them) from disk. */
   private drain(): Promise<void> {
-    if (this.drainActive) return this.draining
-    // Set and cleared synchronously with the loop: a chunk completing in between is either hashed
-    // in memory or seen by the loop, never left behind.
-    this.drainActive = true
-    this.draining = (async () => {
-      try {
-        const chunk = this.record.chunkSizeBytes
-        const batchChunks = Math.max(1, Math.floor(DRAIN_BATCH_BYTES / chunk))
-        let buffer: Buffer | undefined
-        while (this.hash.nextChunk < this.done.length && this.done[this.hash.nextChunk] !== null) {
-          const first = this.hash.nextChunk
-          let last = first + 1
-          while (last < this.done.length && last - first < batchChunks && this.done[last] !== null) last++
-          const start = first * chunk
-          const end = chunkBounds(last - 1, this.record.size, chunk).end
-          buffer ??= Buffer.allocUnsafe(Math.min(batchChunks * chunk, this.record.size))
-          const got = await readFully(this.fh, buffer, end - start, start)
-          // The loop may have been overtaken (chunks hashed in memory meanwhile): skip ahead.
-          const from = this.hash.nextChunk
-          if (from >= last) continue
-          let verified = from
-          let mismatch = false
-          for (let i = from; i < last; i++) {
-            const b = chunkBounds(i, this.record.size, chunk)
-            if (b.end - start > got || this.xxh(buffer.subarray(b.start - start, b.end - start)) !== this.done[i]) {
-              this.forgetChunk(i, `chunk ${i} of ${this.record.path} changed on disk; fetching it again`)
-              mismatch = true
-              break
-            }
-            verified = i + 1
-          }
-          if (verified > from) {
-            // One hashing job for the run; the buffer is reused for the next batch, so wait for it.
-            const runEnd = chunkBounds(verified - 1, this.record.size, chunk).end
-            await this.hash.feed(from, buffer.subarray(from * chunk - start, runEnd - start)).catch(() => {})
-            await this.hash.settled()
-            this.throwHashError()
-          }
-          if (mismatch) break
-        }
-      } finally {
-        this.drainActive = false
-      }
-    })()
-    return this.draining
+    return this.readBack.drain()
   }
 
   private forgetChunk(i: number, message: string): void {
@@ -520,15 +384,6 @@ export class ChunkedDownload {
     this.doneByteCount -= b.end - b.start
     this.record.chunks[i] = null
     this.opts.emit({type: 'warning', path: this.record.path, message})
-  }
-
-  /** Chunks below `count` whose bytes on disk no longer match their xxh64. */
-  private async findAlteredChunks(count: number): Promise<number[]> {
-    if (count === 0) return []
-    const sums = await chunkSumsOfOpenFile(this.fh, this.record.size, this.record.chunkSizeBytes, count)
-    const altered: number[] = []
-    for (let i = 0; i < count; i++) if (this.done[i] !== null && sums[i] !== this.done[i]) altered.push(i)
-    return altered
   }
 
   /** Waits for the background check of the chunks a restored hash state covers; acts on its verdict. */
@@ -625,11 +480,4 @@ function diskError(error: unknown, what: string, repoPath: string): MsrError {
   if (isMsrError(error)) return error
   const mapped = fromFsError(error, what, repoPath)
   return isMsrError(mapped) ? mapped : new MsrError('E_LOCAL', `Failed ${what}: ${(error as Error)?.message ?? String(error)}.`, {path: repoPath, cause: error, hint: 'Check the disk, then run the same command again; it resumes from the last checkpoint.'})
-}
-
-async function readChunkSum(fh: FileHandle, record: FileRecord, index: number, xxh: (d: Uint8Array) => string): Promise<string | null> {
-  const {start, end} = chunkBounds(index, record.size, record.chunkSizeBytes)
-  const buf = Buffer.allocUnsafe(end - start)
-  const read = await readFully(fh, buf, buf.length, start)
-  return read === buf.length ? xxh(buf) : null
 }

@@ -1,7 +1,7 @@
 import fs, {type FileHandle} from 'node:fs/promises'
 
 import {knobs} from '../config.js'
-import {alignmentOffset} from '../integrity/sha256-native.js'
+import {alignmentOffset} from '../integrity/native-addon.js'
 import {sleep} from './rate-limiter.js'
 
 /** Direct I/O: files from this size, blocks aligned to this (covers 512-byte and 4 KiB sectors). */

@@ -8,7 +8,7 @@ import path from 'node:path'
 import {chunkSumsOfOpenFile, chunkSumsOnDisk, chunkSumsThroughNode} from '../../src/integrity/check.js'
 import {loadWasmXxh64, loadXxh64, xxh64Pieces, xxh64PiecesAsync} from '../../src/integrity/chunks.js'
 import {createResumableSha256, restoreSha256} from '../../src/integrity/sha256.js'
-import {nativeAddonCandidates, nativeChunkHashing} from '../../src/integrity/sha256-native.js'
+import {nativeAddonCandidates, nativeChunkHashing} from '../../src/integrity/native-addon.js'
 
 const MIB = 1024 * 1024
 const data = randomBytes(3 * MIB + 12_345)

@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {type Segment, addConnection, missingRuns, pieceChunksFor, planSegments, splitAt, takeOver} from '../../src/transfer/segment-planner.js'
+import {type Segment, addConnection, connectionsToAdd, missingRuns, pieceChunksFor, planSegments, splitAt, takeOver} from '../../src/transfer/segment-planner.js'
 
 const MiB = 1024 * 1024
 const s = (next: number, end: number): Segment => ({next, end})
@@ -65,5 +65,21 @@ describe('segment-planner: which connection fetches which chunks', () => {
     expect(seg).to.deep.equal(s(16, 32))
     expect(active).to.deep.equal([s(0, 16), s(16, 32)])
     expect(queue).to.deep.equal([s(32, 48), s(48, 64)])
+  })
+})
+
+describe('segment-planner: automatic connections', () => {
+  it('connectionsToAdd: none on a fast link, straight to the cap on a slow one, never past it', () => {
+    const cases: Array<[number, number, number, number]> = [
+      // active, max, bytes/s per connection, expected
+      [1, 8, 200 * MiB, 0],
+      [1, 8, 32 * MiB, 0],
+      [1, 8, 4 * MiB, 7],
+      [3, 8, 4 * MiB, 5],
+      [8, 8, 1 * MiB, 0],
+      [9, 8, 1 * MiB, 0],
+      [1, 1, 1, 0],
+    ]
+    for (const [active, max, rate, want] of cases) expect(connectionsToAdd(active, max, rate), `${active}/${max} at ${rate}`).to.equal(want)
   })
 })

@@ -20,7 +20,7 @@ import {
   sha256FileHex,
   sha256PrefixFromDisk,
 } from '../../src/integrity/sha256.js'
-import {nativeAddonCandidates, nativeSha256EngineId, nativeSha256Problem} from '../../src/integrity/sha256-native.js'
+import {nativeAddonCandidates, nativeSha256EngineId, nativeSha256Problem} from '../../src/integrity/native-addon.js'
 import {WASM_ENGINE_ID} from '../../src/integrity/sha256-wasm.js'
 
 const execFileAsync = promisify(execFile)

@@ -1,0 +1,47 @@
+import type {VerifiedFile} from './catalog.js'
+
+/**
+ * `Data.Files` of `repo/files?Revision=&Recursive=&Root=` as the hub shapes it (hub-protocol.md):
+ * `tree` entries for directories, then `blob` entries, each sorted by path. Pure.
+ */
+export interface ListingOptions {
+  /** `Root`: only entries below this directory ('' or '/' = the whole repo). */
+  root: string
+  recursive: boolean
+  /** CommittedDate for every entry (unix seconds). */
+  committedDate: number
+}
+
+const LFS_EXT = /\.(bin|safetensors|pt|pth|ckpt|gguf|ggml|onnx|h5|msgpack|model|tflite|npz|zip|tar|gz)$/i
+
+export function listingEntries(files: VerifiedFile[], opts: ListingOptions): Array<Record<string, unknown>> {
+  const root = opts.root.replace(/^\/+|\/+$/g, '')
+  const prefix = root === '' ? '' : `${root}/`
+  const below = (p: string) => p.startsWith(prefix) && p.length > prefix.length
+  const shown = (p: string) => below(p) && (opts.recursive || !p.slice(prefix.length).includes('/'))
+  const dirs = new Map<string, VerifiedFile>()
+  for (const f of files) {
+    const segs = f.path.split('/')
+    for (let i = 1; i < segs.length; i++) {
+      const d = segs.slice(0, i).join('/')
+      if (shown(d) && !dirs.has(d)) dirs.set(d, f)
+    }
+  }
+  const common = (commit: string) => ({Revision: commit, CommitMessage: '', CommitterName: '', CommittedDate: opts.committedDate, InCheck: false})
+  const trees = [...dirs.keys()].sort(byCodeUnits).map((d) => ({
+    Name: basename(d), Path: d, Type: 'tree', Size: 0, Sha256: '', IsLFS: false, Mode: '16384', ...common(dirs.get(d)!.commit),
+  }))
+  const blobs = files.filter((f) => shown(f.path)).sort((a, b) => byCodeUnits(a.path, b.path)).map((f) => ({
+    Name: basename(f.path), Path: f.path, Type: 'blob', Size: f.size, Sha256: f.sha256,
+    IsLFS: f.size >= 10 * 1024 * 1024 || LFS_EXT.test(f.path), Mode: '33188', ...common(f.commit),
+  }))
+  return [...trees, ...blobs]
+}
+
+function basename(p: string): string {
+  return p.slice(p.lastIndexOf('/') + 1)
+}
+
+function byCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
