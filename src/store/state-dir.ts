@@ -1,3 +1,4 @@
+import {randomBytes} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
@@ -35,11 +36,17 @@ export async function assertRealDirectory(dir: string, required: boolean): Promi
   })
 }
 
-const PROBE = /^\.write-probe-(\d+)$/
+/** `.write-probe-<pid>-<tag>`; older versions wrote `.write-probe-<pid>`. */
+export const PROBE = /^\.write-probe-(\d+)(-[0-9a-f]{8})?$/
+/**
+ * Pids repeat across the hosts and containers that share a cache (every container's first CLI may
+ * be pid 3): with the pid alone, two pulls created, and removed, one another's probe.
+ */
+const PROCESS_TAG = randomBytes(4).toString('hex')
 
 /** The write probe's name for this process. */
 export function probeName(): string {
-  return `.write-probe-${process.pid}`
+  return `.write-probe-${process.pid}-${PROCESS_TAG}`
 }
 
 /**
