@@ -52,8 +52,11 @@ export interface TransferOptions {
   listingUnchanged?: () => Promise<boolean>
 }
 
-/** Automatic connections: the rate per connection is measured this often (see connectionsToAdd). */
-const ADAPTIVE_INTERVAL_MS = 500
+/** Automatic connections: the rate per connection is measured over this window (see connectionsToAdd). */
+const ADAPTIVE_INTERVAL_MS = 50
+const ADAPTIVE_WINDOW_MS = 150
+/** The first reply's head took this long (several round trips): a long link, see runWorkers. */
+const LONG_LINK_HEAD_MS = 250
 /** Received chunks travel in blocks of this many bytes (whole chunks): one write, one hash job. */
 const BLOCK_BYTES = 4 * 1024 * 1024
 /** Blocks being hashed or written per file: overlap with bounded memory. */
@@ -74,7 +77,16 @@ export class ChunkedDownload {
   private failuresWithoutProgress = 0
   private readonly abort = new AbortController()
   private active: Segment[] = []
-  private queue: Segment[] = []
+  /** Missing chunks no connection has taken yet. */
+  private unassigned: Segment[] = []
+  /** Largest piece a connection takes, in chunks. */
+  private pieceChunks = 1
+  /** Connections (workers) running now. */
+  private connectionCount = 0
+  /** When the first reply's head of this round arrived. */
+  private firstHeadAt: number | undefined
+  /** Where the hub last redirected this file's download (a signed CDN URL), for the next pieces. */
+  private resolvedUrl: string | undefined
   /** The assembler of each segment being fetched (its partial chunk survives reconnects). */
   private readonly assemblers = new Map<Segment, BlockAssembler>()
   private readonly writes = new Set<Promise<void>>()
@@ -172,29 +184,40 @@ export class ChunkedDownload {
   private async runWorkers(): Promise<PromiseSettledResult<void>[]> {
     const want = this.opts.adaptiveConnections ? 1 : Math.max(1, this.opts.connections)
     const pieceChunks = pieceChunksFor(this.done.length, this.record.chunkSizeBytes)
+    this.pieceChunks = pieceChunks
     const plan = planSegments(splitAt(missingRuns(this.done), this.prefills), want, pieceChunks)
     this.active = plan.active
-    this.queue = plan.queue
+    this.unassigned = plan.unassigned
     const workers: Promise<void>[] = this.active.map((seg) => this.runSegment(seg))
-    let grow: NodeJS.Timeout | undefined
+    let growTimer: NodeJS.Timeout | undefined
+    this.firstHeadAt = undefined
     if (this.opts.adaptiveConnections && this.opts.connections > 1) {
-      // Measured from the first body byte (connect, TLS and the first round trip are not the link's speed).
+      // A long link shows before any byte arrives: the first reply's head takes many round trips
+      // (TCP, TLS, the hub's redirect). Then every connection is opened at once, as aria2c does;
+      // waiting for a rate measurement cost 1.5 s of 8 connections on a 100 ms link. Otherwise the
+      // rate is measured from the first body byte (connect and TLS are not the link's speed).
+      const startedAt = performance.now()
       let lastBytes = -1
       let lastAt = 0
-      grow = setInterval(() => {
+      const grow = (perConnection: number) => {
+        const add = connectionsToAdd(this.active.length, this.opts.connections, perConnection)
+        for (let i = 0; i < add; i++) {
+          const seg = addConnection(this.active, this.unassigned, this.opts.connections, pieceChunks)
+          if (seg) workers.push(this.runSegment(seg))
+        }
+      }
+      growTimer = setInterval(() => {
         if (this.abort.signal.aborted) return
         const now = performance.now()
+        const headMs = (this.firstHeadAt ?? now) - startedAt
+        if (lastBytes < 0 && headMs >= LONG_LINK_HEAD_MS) return grow(0)
         if (lastBytes < 0) {
           if (this.receivedBytes > 0) [lastBytes, lastAt] = [this.receivedBytes, now]
           return
         }
-        const perConnection = (this.receivedBytes - lastBytes) / ((now - lastAt) / 1000) / Math.max(1, this.active.length)
+        if (now - lastAt < ADAPTIVE_WINDOW_MS) return
+        grow((this.receivedBytes - lastBytes) / ((now - lastAt) / 1000) / Math.max(1, this.active.length))
         ;[lastBytes, lastAt] = [this.receivedBytes, now]
-        const add = connectionsToAdd(this.active.length, this.opts.connections, perConnection)
-        for (let i = 0; i < add; i++) {
-          const seg = addConnection(this.active, this.queue, pieceChunks)
-          if (seg) workers.push(this.runSegment(seg))
-        }
       }, ADAPTIVE_INTERVAL_MS)
     }
     try {
@@ -203,12 +226,21 @@ export class ChunkedDownload {
       while (results.length < workers.length) results = await Promise.allSettled([...workers])
       return results
     } finally {
-      if (grow) clearInterval(grow)
+      if (growTimer) clearInterval(growTimer)
     }
   }
 
   /** One connection: fetches its segment, then takes over queued or stolen work until none is left. */
   private async runSegment(first: Segment): Promise<void> {
+    this.connectionCount++
+    try {
+      await this.runSegments(first)
+    } finally {
+      this.connectionCount--
+    }
+  }
+
+  private async runSegments(first: Segment): Promise<void> {
     let seg: Segment | undefined = first
     while (seg) {
       const asm = new BlockAssembler(seg, this.record.chunkSizeBytes, this.record.size, () => this.writer.takeBuffer())
@@ -229,17 +261,20 @@ export class ChunkedDownload {
       const spare = asm.release()
       if (spare) this.writer.giveBack(spare)
       this.active = this.active.filter((s) => s !== seg)
-      seg = takeOver(this.active, this.queue)
+      seg = takeOver(this.active, this.unassigned, this.connectionCount, this.pieceChunks)
     }
   }
 
   private async fetchWithRetries(seg: Segment, asm: BlockAssembler): Promise<void> {
+    let retrying = false
     while (seg.next < seg.end) {
       if (this.abort.signal.aborted) throw abortError(this.abort.signal)
       const before = asm.position
       try {
-        await this.fetchSegment(seg, asm)
+        await this.fetchSegment(seg, asm, retrying)
+        retrying = false
       } catch (error) {
+        retrying = true
         if (this.abort.signal.aborted) throw abortError(this.abort.signal)
         if (!isMsrError(error) || !error.retryable) throw error
         // Every byte that arrived is kept (the transport delivers in order; the SHA-256 decides):
@@ -262,8 +297,11 @@ export class ChunkedDownload {
   }
 
   /** One ranged request for the rest of `seg`, from the exact next byte it needs. */
-  private async fetchSegment(seg: Segment, asm: BlockAssembler): Promise<void> {
+  private async fetchSegment(seg: Segment, asm: BlockAssembler, retrying: boolean): Promise<void> {
     const {record} = this
+    // New pieces go straight to where the hub redirected the last request (one round trip per
+    // piece, not two); a retry asks the hub again (the signed URL may have expired, or moved).
+    const resolved = retrying ? undefined : this.resolvedUrl
     const start = asm.position
     const end = asm.endBytes
     const request = new AbortController()
@@ -273,13 +311,15 @@ export class ChunkedDownload {
       // No If-Range: mirrors and CDNs give one file different ETags; the listing's size and the
       // final SHA-256 decide, and a stale validator would turn every resume into a full 200.
       const res = await openBody({
-        url: this.opts.hub.fileUrl(this.opts.modelId, this.opts.revision, record.path),
+        url: resolved ?? this.opts.hub.fileUrl(this.opts.modelId, this.opts.revision, record.path),
+        resolvedUrl: resolved !== undefined,
         headers: {Range: rangeHeader(start, end), 'Accept-Encoding': 'identity'},
         headersFor: (url) => this.opts.hub.headersFor(url),
         signal: request.signal,
         headersTimeoutMs: this.opts.idleTimeoutMs,
         maxRetryAfterMs: this.opts.policy.maxRetryAfterMs,
       })
+      this.firstHeadAt ??= performance.now()
       const verdict = judgeRangeReply({
         status: res.status,
         requestedStart: start,
@@ -294,6 +334,7 @@ export class ChunkedDownload {
         if (verdict.reason === 'changed') throw new MsrError('E_REMOTE_CHANGED', `${record.path} changed on the hub: ${verdict.message}.`, {path: record.path})
         throw new MsrError('E_PROTOCOL', `Bad reply for ${record.path}: ${verdict.message}.`, {path: record.path, retryable: true})
       }
+      this.resolvedUrl = res.url.href === this.opts.hub.fileUrl(this.opts.modelId, this.opts.revision, record.path) ? undefined : res.url.href
       const etag = strongEtag(res.headers.etag)
       if (etag && record.etag && etag !== record.etag && this.opts.listingUnchanged && !(await this.opts.listingUnchanged())) {
         res.body.destroy()

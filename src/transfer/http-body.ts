@@ -45,6 +45,11 @@ export interface OpenOptions {
   maxRetryAfterMs: number
   /** Another dispatcher than the process-wide pools (tests: one that trusts a throwaway CA). */
   dispatcher?: Dispatcher
+  /**
+   * `url` is where an earlier request was redirected (a signed CDN URL kept for the next pieces):
+   * a 401/403 there means the signature expired (retryable), as on any redirect target.
+   */
+  resolvedUrl?: boolean
 }
 
 export interface OpenedResponse {
@@ -72,17 +77,21 @@ export async function openBody(opts: OpenOptions): Promise<OpenedResponse> {
     }
     const {status, headers, body} = reply
     if (status >= 300 && status < 400 && status !== 304) {
-      // Read a short redirect body to its end: the socket then goes back to the pool.
+      // Read a short redirect body to its end before the next hop: the socket then goes back to
+      // the pool and carries that hop (else every piece's two requests took two connections).
       const length = Number(headers['content-length'])
-      if (Number.isFinite(length) && length <= 64 * 1024) void body.pump(() => undefined).catch(() => {})
-      else body.destroy()
+      if (Number.isFinite(length) && length <= 64 * 1024) {
+        await body.pump(() => undefined).catch(() => {})
+      } else {
+        body.destroy()
+      }
       url = checkRedirect(url, headers.location, hop, maxRedirects)
       continue
     }
     // A 416 goes back to the caller: only it knows the listed size (judgeRangeReply).
     if (status >= 400 && status !== 416) {
       body.destroy()
-      throw statusError(status, headers, url, hop > 0, opts.maxRetryAfterMs)
+      throw statusError(status, headers, url, hop > 0 || Boolean(opts.resolvedUrl), opts.maxRetryAfterMs)
     }
     return {status, headers, body: wrapErrors(body, url, opts.signal), url}
   }
@@ -136,7 +145,15 @@ function get(dispatcher: Dispatcher, url: URL, headers: Record<string, string>, 
     const settleWhenIdle = () => {
       if (settled || finished === undefined || busy || inTake || !settle) return
       settled = true
-      settle(finished)
+      // undici marks the connection free only after this callback returns: a request made as soon
+      // as the body ended would open another connection (a TCP and TLS handshake per piece).
+      if (finished === 'end') {
+        const outcome = finished
+        const done = settle
+        setImmediate(() => done(outcome))
+      } else {
+        settle(finished)
+      }
     }
 
     const finish = (outcome: 'end' | 'stopped' | Error) => {

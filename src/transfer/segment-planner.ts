@@ -49,29 +49,49 @@ export function pieceChunksFor(chunkCount: number, chunkSizeBytes: number): numb
   return Math.max(Math.ceil(PIECE_MIN_BYTES / chunkSizeBytes), Math.ceil(chunkCount / MAX_PIECES))
 }
 
+/** Cuts the next piece off the front of the unassigned runs (mutates `unassigned`). */
+function cutPiece(unassigned: Segment[], chunks: number): Segment | undefined {
+  const run = unassigned[0]
+  if (!run) return undefined
+  const piece = {next: run.next, end: Math.min(run.end, run.next + Math.max(1, chunks))}
+  run.next = piece.end
+  if (run.next >= run.end) unassigned.shift()
+  return piece
+}
+
+function unassignedChunks(unassigned: readonly Segment[]): number {
+  return unassigned.reduce((n, r) => n + r.end - r.next, 0)
+}
+
 /**
- * The first `want` segments to start, and the queue the others take from. One connection fetches
- * each run whole (one request per run); several cut the runs into pieces, and split the largest
- * piece while there are fewer pieces than connections (a small file still uses them all).
+ * The size of the next piece for one of `connections`: half an even share of what is left, between
+ * MIN_PIECE_CHUNKS and `maxChunks`. Pieces shrink toward the end, so the connections finish
+ * together without taking work from each other: a take-over ends the victim's reply early, which
+ * throws away what was in flight and costs a new connection (TCP and TLS handshakes on an edge
+ * link), while a new piece on a kept-alive connection costs one round trip.
  */
-export function planSegments(runs: readonly Segment[], want: number, pieceChunks: number): {active: Segment[]; queue: Segment[]} {
-  let pieces = runs.map((r) => ({...r}))
-  if (want > 1) {
-    pieces = []
-    for (const run of runs) {
-      for (let start = run.next; start < run.end; start += pieceChunks) pieces.push({next: start, end: Math.min(run.end, start + pieceChunks)})
-    }
-    while (pieces.length < want) {
-      let big: Segment | undefined
-      for (const p of pieces) if (!big || p.end - p.next > big.end - big.next) big = p
-      if (!big || big.end - big.next < 2) break
-      const mid = big.next + Math.ceil((big.end - big.next) / 2)
-      pieces.push({next: mid, end: big.end})
-      big.end = mid
-    }
-    pieces.sort((a, b) => a.next - b.next)
+export function pieceChunksNow(unassigned: readonly Segment[], connections: number, maxChunks: number): number {
+  const share = Math.ceil(unassignedChunks(unassigned) / (2 * Math.max(1, connections)))
+  return Math.max(Math.min(MIN_PIECE_CHUNKS, maxChunks), Math.min(maxChunks, share))
+}
+
+/** Pieces never get smaller than this many chunks (while that much is left). */
+export const MIN_PIECE_CHUNKS = 2
+
+/**
+ * The first segments to start, one per connection; the rest stays unassigned (mutated as
+ * connections take pieces). One connection fetches the first run whole: one request, no round
+ * trips between pieces on a fast link. Several take pieces in file order (see pieceChunksNow).
+ */
+export function planSegments(runs: readonly Segment[], want: number, maxChunks: number): {active: Segment[]; unassigned: Segment[]} {
+  const unassigned = runs.map((r) => ({...r}))
+  if (want <= 1) {
+    const first = unassigned.shift()
+    return {active: first ? [first] : [], unassigned}
   }
-  return {active: pieces.slice(0, Math.max(1, want)), queue: pieces.slice(Math.max(1, want))}
+  const active: Segment[] = []
+  for (let i = 0; i < want && unassigned.length > 0; i++) active.push(cutPiece(unassigned, pieceChunksNow(unassigned, want, maxChunks))!)
+  return {active, unassigned}
 }
 
 function largest(active: readonly Segment[]): Segment | undefined {
@@ -81,17 +101,19 @@ function largest(active: readonly Segment[]): Segment | undefined {
 }
 
 /**
- * Work for a connection that is idle: a queued piece, else the back half of the largest segment in
- * flight (its owner keeps the chunk it is filling and at least one more). Mutates `active`/`queue`.
+ * Work for a connection that is idle: the next piece of what is unassigned, else the back half of
+ * the largest segment in flight when that is worth a new connection (its owner keeps the chunk it
+ * is filling and more). Mutates `active`/`unassigned`.
  */
-export function takeOver(active: Segment[], queue: Segment[]): Segment | undefined {
-  const queued = queue.shift()
-  if (queued) {
-    active.push(queued)
-    return queued
+export function takeOver(active: Segment[], unassigned: Segment[], connections: number, maxChunks: number): Segment | undefined {
+  // Alone, a connection takes each run whole: one request per run.
+  const piece = connections <= 1 ? unassigned.shift() : cutPiece(unassigned, pieceChunksNow(unassigned, connections, maxChunks))
+  if (piece) {
+    active.push(piece)
+    return piece
   }
   const victim = largest(active)
-  if (!victim || victim.end - victim.next < 3) return undefined
+  if (!victim || victim.end - victim.next < 2 * MIN_PIECE_CHUNKS + 2) return undefined
   const mid = victim.next + 1 + Math.floor((victim.end - victim.next - 1) / 2)
   const stolen = {next: mid, end: victim.end}
   victim.end = mid
@@ -100,19 +122,18 @@ export function takeOver(active: Segment[], queue: Segment[]): Segment | undefin
 }
 
 /**
- * Work for a connection added while the download runs: the largest segment keeps one piece and the
- * rest of it is cut into queued pieces in file order. Mutates `active`/`queue`.
+ * Work for a connection added while the download runs: when nothing is unassigned, the largest
+ * segment (one request for a whole run) keeps one piece and gives back the rest. Mutates both.
  */
-export function addConnection(active: Segment[], queue: Segment[], pieceChunks: number): Segment | undefined {
-  if (queue.length === 0) {
+export function addConnection(active: Segment[], unassigned: Segment[], connections: number, maxChunks: number): Segment | undefined {
+  if (unassigned.length === 0) {
     const victim = largest(active)
-    if (victim && victim.end - victim.next >= 2 * pieceChunks) {
-      const rest = {next: victim.next + pieceChunks, end: victim.end}
-      victim.end = rest.next
-      for (let start = rest.next; start < rest.end; start += pieceChunks) queue.push({next: start, end: Math.min(rest.end, start + pieceChunks)})
+    if (victim && victim.end - victim.next >= 2 * maxChunks) {
+      unassigned.push({next: victim.next + maxChunks, end: victim.end})
+      victim.end = victim.next + maxChunks
     }
   }
-  return takeOver(active, queue)
+  return takeOver(active, unassigned, connections, maxChunks)
 }
 
 /** Automatic connections: a connection this fast is not held back by its link, one is enough. */

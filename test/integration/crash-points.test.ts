@@ -7,6 +7,7 @@ import {HubEmulator} from '../support/emulator.js'
 import {exists, makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
 import {type JournalView, durableChunkIndices, durablePrefixBytes, readJournal, strayTempFiles} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/crashy'
 const MiB = 1024 * 1024
@@ -31,7 +32,7 @@ describe('SIGKILL inside a journal write (MS_RESUME_CRASH_AT)', function () {
     emu = await HubEmulator.start({models: [{id: MODEL, files: [{path: BIG, size: BIG_SIZE}, {path: SMALL, content: '{"a": 1}\n'}]}], rateLimitBytesPerSec: 4 * MiB})
     home = await makeTmpDir()
     dir = path.join(home, 'out')
-    stateDir = path.join(dir, '.ms-resume')
+    stateDir = statePaths(dir).dir
   })
   afterEach(async () => {
     await emu.stop()

@@ -7,6 +7,7 @@ import {expect} from 'chai'
 import {type CliResult, makeTmpDir, runCli, startCli, testEnv} from '../support/cli.js'
 import {HubEmulator} from '../support/emulator.js'
 import {RunningCli, mountTmpfs, skipBecause, unmount, waitUntil} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/errors-model'
 const MiB = 1024 * 1024
@@ -121,7 +122,7 @@ describe('errors: one line, a hint, the documented exit code, no stack', functio
     emu.setRateLimit(256 * 1024)
     const first = new RunningCli(startCli(['pull', MODEL, '--endpoint', emu.url, ...out()], {env}))
     try {
-      await waitUntil(async () => fs.access(path.join(home, 'out', '.ms-resume', 'lock')).then(() => true, () => false), 'the first pull to hold the lock')
+      await waitUntil(async () => fs.access(statePaths(path.join(home, 'out')).lock).then(() => true, () => false), 'the first pull to hold the lock')
       expectFailure(await pull([MODEL, '--endpoint', emu.url, '--lock-wait', '0', ...out()]), 6, 'E_LOCKED')
       expectFailure(await runCli(['clean', MODEL, ...out()], {env}), 6, 'E_LOCKED')
       const interrupted = await first.kill('SIGINT')

@@ -5,6 +5,7 @@ import {expect} from 'chai'
 
 import {type EmulatorFileSpec, type Fault, HubEmulator} from '../support/emulator.js'
 import {exists, listFiles, makeTmpDir, runCli, testEnv} from '../support/cli.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/faulty'
 const MiB = 1024 * 1024
@@ -66,9 +67,9 @@ describe('pull under transport faults', function () {
     expect(res.code, res.stderr).to.equal(0)
     await expectExact(dir, BIG)
     expect(emu!.contentRequests(MODEL, BIG)).to.have.length(2)
-    const quarantined = await fs.readdir(path.join(dir, '.ms-resume', 'quarantine'))
+    const quarantined = await fs.readdir(statePaths(dir).quarantine)
     expect(quarantined).to.have.length(1)
-    const bad = await fs.readFile(path.join(dir, '.ms-resume', 'quarantine', quarantined[0]))
+    const bad = await fs.readFile(path.join(statePaths(dir).dir, 'quarantine', quarantined[0]))
     expect(bad[123_456]).to.equal(emu!.contentOf(MODEL, BIG)[123_456] ^ 0xff)
   })
 

@@ -9,6 +9,7 @@ import {HubEmulator} from '../support/emulator.js'
 import {makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
 import {type JournalView, durableChunkIndices, journalPath, pullAndKillWhen, readJournal} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/lost-journal'
 const MiB = 1024 * 1024
@@ -121,7 +122,7 @@ describe('journal empty / NUL bytes / invalid JSON / newer schema version', func
       await fs.writeFile(journalPath(dir), bad)
       const doneBefore = await fs.stat(path.join(dir, DONE))
       const partial = (JSON.parse(text) as JournalView).files[PART]
-      const partialBytes = (await fs.stat(path.join(dir, '.ms-resume', 'partial-v1', partial.partialName!))).size
+      const partialBytes = (await fs.stat(statePaths(dir).partial(partial.partialName!))).size
       const wholeChunks = Math.floor(partialBytes / partial.chunkSizeBytes) * partial.chunkSizeBytes
 
       const res = await runCli(['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir, '--json'], {env: testEnv(home)})
@@ -131,10 +132,10 @@ describe('journal empty / NUL bytes / invalid JSON / newer schema version', func
       expect(recovered, 'a recovered-journal event').to.have.length(1)
 
       // The bad journal is kept, byte for byte, next to the new one.
-      const aside = (await fs.readdir(path.join(dir, '.ms-resume'))).filter((n) => n.startsWith('journal-v1.json.unreadable-'))
+      const aside = (await fs.readdir(statePaths(dir).dir)).filter((n) => n.startsWith('journal-v1.json.unreadable-'))
       expect(aside).to.have.length(1)
-      expect(recovered[0].movedTo).to.equal(path.join(dir, '.ms-resume', aside[0]))
-      expect((await fs.readFile(path.join(dir, '.ms-resume', aside[0]))).equals(Buffer.from(bad))).to.equal(true)
+      expect(recovered[0].movedTo).to.equal(path.join(statePaths(dir).dir, aside[0]))
+      expect((await fs.readFile(path.join(statePaths(dir).dir, aside[0]))).equals(Buffer.from(bad))).to.equal(true)
 
       // The verified file: same inode, same bytes, not fetched again.
       const doneAfter = await fs.stat(path.join(dir, DONE))
@@ -192,7 +193,7 @@ describe('journal empty / NUL bytes / invalid JSON / newer schema version', func
     const k = firstMissing(r)
     // Make the partial hold the true first 100 bytes of chunk k, as a byte-granular checkpoint would.
     const bytes = emu.contentOf(MODEL, PART).subarray(k * r.chunkSizeBytes, k * r.chunkSizeBytes + 100)
-    const fh = await fs.open(path.join(dir, '.ms-resume', 'partial-v1', r.partialName!), 'r+')
+    const fh = await fs.open(statePaths(dir).partial(r.partialName!), 'r+')
     await fh.write(bytes, 0, bytes.length, k * r.chunkSizeBytes)
     await fh.close()
     const {h64Raw} = await xxhash()

@@ -7,6 +7,7 @@ import {HubEmulator, type LogEntry} from '../support/emulator.js'
 import {exists, makeTmpDir, runCli, startCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
 import {durableChunkIndices, mulberry32, readJournal, waitUntil} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/killme-segmented'
 const MiB = 1024 * 1024
@@ -93,6 +94,6 @@ describe('segmented pull (--connections 4) killed with SIGKILL at random moments
     // Slack: when an idle connection steals the tail of another, bytes already in flight past the
     // split point arrive twice. A restart of the file from 0 would be far above this.
     expect(sent, 'bytes fetched by the final run').to.be.at.most(missing + 4 * 2 * MiB)
-    expect(await fs.readdir(path.join(dir, '.ms-resume', 'partial-v1'))).to.deep.equal([])
+    expect(await fs.readdir(statePaths(dir).partials)).to.deep.equal([])
   })
 })

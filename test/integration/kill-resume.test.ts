@@ -7,6 +7,7 @@ import {HubEmulator} from '../support/emulator.js'
 import {exists, makeTmpDir, runCli, startCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
 import {mulberry32} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/killme'
 const MiB = 1024 * 1024
@@ -75,6 +76,6 @@ describe('pull killed with SIGKILL at random moments', function () {
     const final = await runCli(args, {env: testEnv(home)})
     expect(final.code, final.stderr).to.equal(0)
     for (const f of files) expect((await fs.readFile(path.join(dir, f.path))).equals(emu.contentOf(MODEL, f.path)), f.path).to.equal(true)
-    expect(await fs.readdir(path.join(dir, '.ms-resume', 'partial-v1'))).to.deep.equal([])
+    expect(await fs.readdir(statePaths(dir).partials)).to.deep.equal([])
   })
 })

@@ -6,7 +6,7 @@ import {expect} from 'chai'
 import {HubEmulator, type LogEntry} from '../support/emulator.js'
 import {makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
-import {type JournalRecordView, type JournalView, durablePrefixBytes, partialPath, pullAndKillWhen, readJournal, startJsonCli, waitUntil, writeJournal} from '../support/process.js'
+import {type JournalRecordView, type JournalView, durableChunkIndices, durablePrefixBytes, partialPath, pullAndKillWhen, readJournal, startJsonCli, waitUntil, writeJournal} from '../support/process.js'
 
 const MODEL = 'acme/partial'
 const MiB = 1024 * 1024
@@ -38,7 +38,8 @@ describe('partial file vs journal: shorter, longer, altered; saved hash state un
     home = await makeTmpDir()
     fixture = path.join(home, 'fixture')
     await pullAndKillWhen(['pull', MODEL, '--endpoint', emu.url, '--local-dir', fixture], testEnv(home), fixture, (doc) =>
-      durablePrefixBytes(doc.files[BIG]) >= 5 * MiB && (doc.files[BIG].sha256State?.offsetBytes ?? Infinity) <= durablePrefixBytes(doc.files[BIG]))
+      durablePrefixBytes(doc.files[BIG]) >= 5 * MiB && (doc.files[BIG].sha256State?.offsetBytes ?? Infinity) <= durablePrefixBytes(doc.files[BIG]) &&
+      ((doc.files[BIG].partialChunks as unknown[] | undefined)?.length ?? 0) > 0)
     emu.setRateLimit(undefined)
   })
   after(async () => {
@@ -120,15 +121,31 @@ describe('partial file vs journal: shorter, longer, altered; saved hash state un
   it('a partial altered inside its last kept chunk, default --check size: caught, fetched again from that chunk', async () => {
     const file = partialPath(dir, record)
     const fh = await fs.open(file, 'r+')
-    const at = prefix - 1000 // inside the last durable chunk of the prefix
+    // The prefix of whole chunks (a byte-exact checkpoint may claim part of the next one too).
+    const whole = durableChunkIndices(record).filter((i, k) => i === k).length * record.chunkSizeBytes
+    const at = whole - 1000 // inside the last whole durable chunk of the prefix
     const byte = Buffer.alloc(1)
     await fh.read(byte, 0, 1, at)
     byte[0] ^= 0xff
     await fh.write(byte, 0, 1, at)
     await fh.close()
     const {events, reqs} = await pullJson()
-    expect(events.some((e) => e.type === 'warning'), 'a warning names the damage').to.equal(true)
-    expect(reqs[0].rangeStart, 'starts again at the damaged chunk').to.equal(prefix - record.chunkSizeBytes)
+    expect(events.some((e) => e.type === 'warning' && String(e.message).includes('did not match its journal')), 'a warning names the damage').to.equal(true)
+    expect(reqs[0].rangeStart, 'starts again at the damaged chunk').to.equal(whole - record.chunkSizeBytes)
+  })
+
+  it('the bytes of a partial chunk altered: that claim is dropped, the chunk fetched again from its start', async () => {
+    const partial = (record.partialChunks as Array<{index: number; bytes: number}> | undefined)?.[0]
+    expect(partial, 'the kill left a byte-exact claim inside a chunk').to.not.equal(undefined)
+    const at = partial!.index * record.chunkSizeBytes + partial!.bytes - 1
+    const fh = await fs.open(partialPath(dir, record), 'r+')
+    const byte = Buffer.alloc(1)
+    await fh.read(byte, 0, 1, at)
+    byte[0] ^= 0xff
+    await fh.write(byte, 0, 1, at)
+    await fh.close()
+    const {reqs} = await pullJson()
+    expect(reqs[0].rangeStart, 'from the start of the altered chunk').to.equal(partial!.index * record.chunkSizeBytes)
   })
 
   it('control: an intact saved hash state is restored, nothing re-hashed or fetched twice', async () => {

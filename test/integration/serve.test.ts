@@ -8,6 +8,7 @@ import {type EmulatorFileSpec, HubEmulator} from '../support/emulator.js'
 import {listFiles, makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {durablePrefixBytes, pullAndKillWhen, readJournal, startJsonCli, waitUntil, writeJournal} from '../support/process.js'
 import {type ServeRun, connect, downloadTarget, envelopeOf, request, startServe, stopServe} from '../support/serve.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/mirror.model-v1.5'
 const MiB = 1024 * 1024
@@ -216,7 +217,7 @@ describe('serve: a mirror of the verified files of a cache', function () {
   })
 
   it('state files are never served: ms-resume\'s journal, manifest, partials; the official .msc/.mdl/.mv; ._____temp', async () => {
-    const journalText = await fs.readFile(path.join(modelDir(), '.ms-resume', 'journal-v1.json'), 'utf8')
+    const journalText = await fs.readFile(statePaths(modelDir()).journal, 'utf8')
     expect(journalText.length).to.be.greaterThan(0)
     for (const f of ['.msc', '.mdl', '.mv']) expect((await fs.stat(path.join(modelDir(), f))).isFile(), f).to.equal(true)
     await fs.mkdir(path.join(modelDir(), '._____temp'), {recursive: true})
@@ -248,7 +249,7 @@ describe('serve: a mirror of the verified files of a cache', function () {
       (d) => d.files['small.json']?.status === 'complete' && durablePrefixBytes(d.files['big.bin']) > 0)
     emu.clearFaults()
     expect(doc.files['big.bin'].status).not.to.equal('complete')
-    expect((await fs.readdir(path.join(halfDir, '.ms-resume', 'partial-v1'))).length, 'a partial exists').to.be.greaterThan(0)
+    expect((await fs.readdir(statePaths(halfDir).partials)).length, 'a partial exists').to.be.greaterThan(0)
     const listing = envelopeOf(await request(serve.url, '/api/v1/models/acme/half/repo/files?Revision=master&Recursive=True'))
     expect(listing.Data.Files.map((f: {Path: string}) => f.Path)).to.deep.equal(['small.json'])
     expect((await request(serve.url, downloadTarget('acme/half', 'big.bin'))).status).to.equal(404)
@@ -264,7 +265,7 @@ describe('serve: a mirror of the verified files of a cache', function () {
       // 1 GiB (sparse): far more than loopback's socket buffers (up to 32 MiB here) can swallow.
       const size = 1024 * MiB
       const dir = path.join(streamHome, 'cache', 'models', 'acme', 'stream')
-      await fs.mkdir(path.join(dir, '.ms-resume'), {recursive: true})
+      await fs.mkdir(statePaths(dir).dir, {recursive: true})
       await fs.truncate(await fs.open(path.join(dir, 'huge.bin'), 'w').then(async (h) => {
         await h.close()
         return path.join(dir, 'huge.bin')

@@ -6,6 +6,7 @@ import {expect} from 'chai'
 import {HubEmulator} from '../support/emulator.js'
 import {makeTmpDir, testEnv} from '../support/cli.js'
 import {type JsonEvent, RunningCli, durablePrefixBytes, readJournal, waitUntil} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 import {type HostOptions, SshfsPair, faketimeUnavailable, findLibfaketime, needOrSkip, signalGroup, sshfsUnavailable, startOnHost} from '../support/shared-fs.js'
 
 const MODEL = 'acme/team-model'
@@ -76,8 +77,8 @@ describe('a cache shared by two hosts over a network filesystem (sshfs, unshare)
 
   async function expectModelOnServer(): Promise<void> {
     for (const f of FILES) expect((await fs.readFile(path.join(dirOn('server'), f.path))).equals(emu.contentOf(MODEL, f.path)), f.path).to.equal(true)
-    expect(await fs.readdir(path.join(dirOn('server'), '.ms-resume', 'partial-v1'))).to.deep.equal([])
-    expect((await fs.readdir(path.join(dirOn('server'), '.ms-resume'))).filter((e) => e.startsWith('lock')), 'no lock left').to.deep.equal([])
+    expect(await fs.readdir(statePaths(dirOn('server')).partials)).to.deep.equal([])
+    expect((await fs.readdir(statePaths(dirOn('server')).dir)).filter((e) => e.startsWith('lock')), 'no lock left').to.deep.equal([])
   }
 
   const contentBytes = () => emu.contentRequests(MODEL).reduce((sum, e) => sum + e.bytesSent, 0)
@@ -139,7 +140,7 @@ describe('a cache shared by two hosts over a network filesystem (sshfs, unshare)
   it('status on host B names the host, process and start of host A\'s lock; once A is dead and the heartbeat old, it says stale', async () => {
     const a = host('a', pull('a'))
     await a.waitForEvent((e) => e.type === 'start')
-    const owner = JSON.parse(await fs.readFile(path.join(dirOn('server'), '.ms-resume', 'lock', 'owner.json'), 'utf8'))
+    const owner = JSON.parse(await fs.readFile(path.join(statePaths(dirOn('server')).lock, 'owner.json'), 'utf8'))
     const status = async () => {
       const s = host('b', ['status', '--local-dir', dirOn('b')])
       const res = await s.done
@@ -207,7 +208,7 @@ describe('a cache shared by two hosts over a network filesystem (sshfs, unshare)
       emu.setRateLimit(1 * MiB)
       const a = host('a', pull('a'))
       await a.waitForEvent((e) => e.type === 'start')
-      const heartbeat = path.join(dirOn('b'), '.ms-resume', 'lock', 'heartbeat')
+      const heartbeat = path.join(statePaths(dirOn('b')).lock, 'heartbeat')
       let backdating = true
       const backdater = (async () => {
         while (backdating) {
@@ -236,7 +237,7 @@ describe('a cache shared by two hosts over a network filesystem (sshfs, unshare)
       signalGroup(a.child, 'SIGKILL')
       await a.done
       const future = new Date(Date.now() + 3_600_000)
-      await fs.utimes(path.join(dirOn('b'), '.ms-resume', 'lock', 'heartbeat'), future, future)
+      await fs.utimes(path.join(statePaths(dirOn('b')).lock, 'heartbeat'), future, future)
       const offset = await durableOnServer()
       emu.setRateLimit(undefined)
       const logFrom = emu.log.length
@@ -265,18 +266,18 @@ describe('a cache shared by two hosts over a network filesystem (sshfs, unshare)
       const {a, b} = await freezeAAndLetBTakeOver(pull('b'))
       emu.setRateLimit(undefined)
       expect((await b.done).code).to.equal(0)
-      const journal = await fs.readFile(path.join(dirOn('server'), '.ms-resume', 'journal-v1.json'))
+      const journal = await fs.readFile(statePaths(dirOn('server')).journal)
       signalGroup(a.child, 'SIGCONT')
       const ra = await a.done
       expect(ra.code, ra.stderr).to.equal(6)
       expect(errorCode(a), ra.stdout).to.equal('E_LOCKED')
-      expect((await fs.readFile(path.join(dirOn('server'), '.ms-resume', 'journal-v1.json'))).equals(journal), 'journal untouched by the host that lost the lock').to.equal(true)
+      expect((await fs.readFile(statePaths(dirOn('server')).journal)).equals(journal), 'journal untouched by the host that lost the lock').to.equal(true)
       await expectModelOnServer()
     })
 
     it('removes nothing of the new holder\'s lock while it runs; the new holder finishes', async () => {
       const {a, b} = await freezeAAndLetBTakeOver(pull('b'))
-      const ownerPath = path.join(dirOn('server'), '.ms-resume', 'lock', 'owner.json')
+      const ownerPath = path.join(statePaths(dirOn('server')).lock, 'owner.json')
       const owner = await fs.readFile(ownerPath, 'utf8')
       expect(JSON.parse(owner).host).to.equal('host-b')
       signalGroup(a.child, 'SIGCONT')

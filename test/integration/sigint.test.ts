@@ -7,6 +7,7 @@ import {HubEmulator} from '../support/emulator.js'
 import {exists, makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
 import {durablePrefixBytes, readJournal, startJsonCli} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/interrupted'
 const MiB = 1024 * 1024
@@ -66,7 +67,7 @@ describe('SIGINT (Ctrl-C) mid-download', function () {
       // Stricter, and what the pull does: the checkpoint taken on the signal covers every completed write.
       expect(held, 'the checkpoint on the signal covers every write reported before it').to.be.at.least(writtenBefore)
       expect(held).to.be.lessThan(SIZE)
-      await fs.access(path.join(dir, '.ms-resume', 'lock')).then(() => expect.fail('lock left behind'), () => {})
+      await fs.access(statePaths(dir).lock).then(() => expect.fail('lock left behind'), () => {})
       await resumesAt(held)
     })
   }

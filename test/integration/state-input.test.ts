@@ -8,6 +8,7 @@ import {expect} from 'chai'
 import {type EmulatorFileSpec, HubEmulator} from '../support/emulator.js'
 import {exists, listFiles, makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {readJournal} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MiB = 1024 * 1024
 const partialNameOf = (repoPath: string): string => `${createHash('sha256').update(repoPath).digest('hex').slice(0, 40)}.part`
@@ -69,7 +70,7 @@ describe('state files are input: symlinks in the state directory, prototype name
   })
 
   const pull = (model: string, ...extra: string[]) => runCli(['pull', model, '--endpoint', emu.url, '--local-dir', dir, ...extra], {env: testEnv(home)})
-  const stateDir = () => path.join(dir, '.ms-resume')
+  const stateDir = () => statePaths(dir).dir
 
   async function expectExact(model: string, p: string): Promise<void> {
     const st = await fs.lstat(path.join(dir, ...p.split('/')))

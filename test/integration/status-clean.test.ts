@@ -7,6 +7,7 @@ import {expect} from 'chai'
 import {exists, listFiles, makeTmpDir, runCli, startCli, testEnv} from '../support/cli.js'
 import {HubEmulator} from '../support/emulator.js'
 import {type JournalView, RunningCli, pullAndKillWhen, readJournal, waitUntil} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/half.done-v2'
 const MASKED = 'half___done-v2'
@@ -52,9 +53,9 @@ describe('status and clean on a model a killed pull left half done', function ()
     modelDir = path.join(home, 'cache', 'models', 'acme', MASKED)
     // The default cache layout, so `status` and `clean` without a model find it by scanning.
     await pullAndKillWhen(['pull', MODEL, '--endpoint', emu.url, '--concurrency', '4', '--connections', '1'], env, modelDir, partialReady)
-    const partials = await fs.readdir(path.join(modelDir, '.ms-resume', 'partial-v1'))
+    const partials = await fs.readdir(statePaths(modelDir).partials)
     expect(partials).to.have.length(1)
-    expect((await fs.stat(path.join(modelDir, '.ms-resume', 'partial-v1', partials[0]))).size).to.be.greaterThan(0)
+    expect((await fs.stat(statePaths(modelDir).partial(partials[0]))).size).to.be.greaterThan(0)
   })
   afterEach(async () => {
     await emu.stop()
@@ -126,7 +127,7 @@ describe('status and clean on a model a killed pull left half done', function ()
   })
 
   it('clean removes partials, quarantine, temp files, journal backups and unfinished entries; never a verified file', async () => {
-    const state = path.join(modelDir, '.ms-resume')
+    const state = statePaths(modelDir).dir
     // Leftovers of other kinds, as crashes and failed hashes leave them.
     await fs.mkdir(path.join(state, 'quarantine'), {recursive: true})
     await fs.writeFile(path.join(state, 'quarantine', 'deadbeef.part'), Buffer.alloc(1000))
@@ -168,15 +169,15 @@ describe('status and clean on a model a killed pull left half done', function ()
     const run = new RunningCli(startCli(['pull', MODEL, '--endpoint', emu.url, '--connections', '1', '--json'], {env}))
     try {
       await run.waitForEvent((e) => e.type === 'start')
-      await waitUntil(async () => exists(path.join(modelDir, '.ms-resume', 'lock')), 'the lock')
-      const partials = await fs.readdir(path.join(modelDir, '.ms-resume', 'partial-v1'))
+      await waitUntil(async () => exists(statePaths(modelDir).lock), 'the lock')
+      const partials = await fs.readdir(statePaths(modelDir).partials)
       for (const args of [['clean', MODEL], ['clean', MODEL, '--dry-run'], ['clean']]) {
         const res = await cli(args)
         expect(res.code, args.join(' ')).to.equal(6)
         expect(res.stderr).to.contain('[E_LOCKED]')
         expect(res.stderr).not.to.match(/^\s+at /m)
       }
-      expect(await fs.readdir(path.join(modelDir, '.ms-resume', 'partial-v1'))).to.deep.equal(partials)
+      expect(await fs.readdir(statePaths(modelDir).partials)).to.deep.equal(partials)
     } finally {
       await run.kill('SIGKILL')
     }

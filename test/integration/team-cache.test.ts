@@ -8,6 +8,7 @@ import {expect} from 'chai'
 import {HubEmulator} from '../support/emulator.js'
 import {type CliResult, makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {RunningCli, bindReadOnly, durablePrefixBytes, readJournal, unmount, waitUntil} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 import {ensureTeam, needOrSkip, signalGroup, startAs} from '../support/shared-fs.js'
 
 const exec = promisify(execFile)
@@ -89,7 +90,7 @@ describe('a cache shared by a team (group, setgid, umask 002) and read by people
   })
 
   const modelDir = () => path.join(cache, 'models', 'acme', 'team-model')
-  const stateDir = () => path.join(modelDir(), '.ms-resume')
+  const state = () => statePaths(modelDir())
   function as(user: string, args: string[], umask = '002'): RunningCli {
     const run = new RunningCli(startAs(user, umask, args, env))
     running.push(run)
@@ -103,7 +104,7 @@ describe('a cache shared by a team (group, setgid, umask 002) and read by people
   }
 
   async function expectGroupShared(rel: string, want: number): Promise<void> {
-    const stat = await fs.stat(path.join(stateDir(), rel))
+    const stat = await fs.stat(rel === '' ? state().dir : path.join(state().dir, rel))
     expect(stat.mode & 0o7777, `${rel} mode`).to.equal(want)
     expect(stat.gid, `${rel} group`).to.equal(teamGid)
   }
@@ -118,12 +119,12 @@ describe('a cache shared by a team (group, setgid, umask 002) and read by people
 
     // Everything alice made follows the directory's group and her umask: no 0700, no 0600.
     await expectGroupShared('', 0o2775)
-    await expectGroupShared('partial-v1', 0o2775)
-    await expectGroupShared('journal-v1.json', 0o664)
+    await expectGroupShared(path.basename(state().partials), 0o2775)
+    await expectGroupShared(path.basename(state().journal), 0o664)
     await expectGroupShared('lock', 0o2775)
     await expectGroupShared('lock/owner.json', 0o664)
-    const [partial] = await fs.readdir(path.join(stateDir(), 'partial-v1'))
-    await expectGroupShared(path.join('partial-v1', partial), 0o664)
+    const [partial] = await fs.readdir(state().partials)
+    await expectGroupShared(path.relative(state().dir, state().partial(partial)), 0o664)
 
     // carol cannot write here: her pull says so at once, in one line, and fetches nothing.
     const before = await snapshot(cache)
@@ -143,8 +144,8 @@ describe('a cache shared by a team (group, setgid, umask 002) and read by people
     expect(offset).to.be.greaterThan(0)
     expect(firstBig?.rangeStart, 'bob resumed alice\'s partial').to.equal(offset)
     await expectModelExact()
-    await expectGroupShared('manifest-v1.json', 0o664)
-    await expectGroupShared('journal-v1.json', 0o664)
+    await expectGroupShared(path.basename(state().manifest), 0o664)
+    await expectGroupShared(path.basename(state().journal), 0o664)
 
     // alice again: complete, nothing fetched.
     const fetchedBefore = emu.contentRequests(MODEL).length

@@ -8,6 +8,7 @@ import {type EmulatorFileSpec, type Fault, HubEmulator, type HubEmulatorOptions,
 import {type CliResult, exists, makeTmpDir, runCli, startCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
 import {TRANSPORTS, transport} from '../support/tls.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/transport'
 const MiB = 1024 * 1024
@@ -452,7 +453,7 @@ for (const kind of TRANSPORTS) describe(`pull under transport faults over ${kind
       const {problems, durablePrefix} = await journalClaimsProblems(dir)
       expect(problems).to.deep.equal([])
       expect(durablePrefix[BIG]).to.equal(RESUME_AT)
-      const partials = await fs.readdir(path.join(dir, '.ms-resume', 'partial-v1'))
+      const partials = await fs.readdir(statePaths(dir).partials)
       expect(partials).to.have.length(1)
       // And the next run resumes it.
       emu!.clearFaults()

@@ -8,6 +8,7 @@ import type {Manifest} from '../../src/integrity/manifest.js'
 import type {FileReport, VerifyReport} from '../../src/verify/verify.js'
 import {HubEmulator} from '../support/emulator.js'
 import {exists, listFiles, makeTmpDir, runCli, testEnv} from '../support/cli.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MiB = 1024 * 1024
 const MODEL = 'acme/verify-me'
@@ -194,7 +195,7 @@ describe('verify, manifests and pull checks', function () {
     // the SHA-256 says the file is wrong, no chunk says where.
     const dir = await copyOfTemplate({state: false})
     await flipByte(path.join(dir, SECOND), 3 * MiB)
-    const manifest = JSON.parse(await fs.readFile(path.join(template, '.ms-resume', 'manifest-v1.json'), 'utf8')) as Manifest
+    const manifest = JSON.parse(await fs.readFile(statePaths(template).manifest, 'utf8')) as Manifest
     const entry = manifest.files.find((f) => f.path === SECOND)!
     const onDisk = await fs.readFile(path.join(dir, SECOND))
     const xxh = await loadXxh64()
@@ -252,7 +253,7 @@ describe('verify, manifests and pull checks', function () {
     const printed = await cli(['manifest', MODEL, '--local-dir', template])
     expect(printed.code, printed.stderr).to.equal(0)
     const manifest = JSON.parse(printed.stdout) as Manifest
-    expect(manifest).to.deep.equal(JSON.parse(await fs.readFile(path.join(template, '.ms-resume', 'manifest-v1.json'), 'utf8')))
+    expect(manifest).to.deep.equal(JSON.parse(await fs.readFile(statePaths(template).manifest, 'utf8')))
     expect(manifest.files.map((f) => f.path)).to.deep.equal(FILES.map((f) => f.path).sort())
     const pinned = path.join(home, 'model.manifest.json')
     expect((await cli(['manifest', MODEL, '--local-dir', template, '--out', pinned])).code).to.equal(0)
@@ -262,7 +263,7 @@ describe('verify, manifests and pull checks', function () {
     const res = await verifyJson(['--manifest', pinned, '--local-dir', bare, '--level', 'fast'])
     expect(res.code, res.stderr).to.equal(0)
     expect(res.report.manifest.kind).to.equal('file')
-    expect(await exists(path.join(bare, '.ms-resume')), 'verify writes no state').to.equal(false)
+    expect(await exists(statePaths(bare).dir), 'verify writes no state').to.equal(false)
 
     // No manifest anywhere: a usage error, for verify and for manifest.
     const none = await cli(['verify', MODEL, '--local-dir', bare])
@@ -280,7 +281,7 @@ describe('verify, manifests and pull checks', function () {
 
   it('without its manifest, verify <model> uses the journal\'s complete records', async () => {
     const dir = await copyOfTemplate()
-    await fs.rm(path.join(dir, '.ms-resume', 'manifest-v1.json'))
+    await fs.rm(statePaths(dir).manifest)
     const res = await verifyJson([MODEL, '--local-dir', dir, '--level', 'fast'])
     expect(res.code, res.stderr).to.equal(0)
     expect(res.report.manifest.kind).to.equal('journal')

@@ -3,6 +3,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import xxhash from 'xxhash-wasm'
+import {statePaths} from './state-paths.js'
 
 /**
  * The invariant behind every kill test: each chunk the journal calls durable is on disk with that
@@ -11,7 +12,7 @@ import xxhash from 'xxhash-wasm'
  * row (whole chunks, then a partial chunk's bytes). Returns the problems found.
  */
 export async function journalClaimsProblems(modelDir: string): Promise<{problems: string[]; durablePrefix: Record<string, number>}> {
-  const stateDir = path.join(modelDir, '.ms-resume')
+  const stateDir = statePaths(modelDir).dir
   const problems: string[] = []
   const durablePrefix: Record<string, number> = {}
   let doc: {files: Record<string, {path: string; size: number; sha256: string; status: string; chunkSizeBytes: number; chunks: Array<string | null>; partialName?: string; partialChunks?: Array<{index: number; bytes: number; xxh64: string}>}>}

@@ -4,6 +4,7 @@ import path from 'node:path'
 import {promisify} from 'node:util'
 
 import {type CliResult, startCli} from './cli.js'
+import {statePaths} from './state-paths.js'
 
 const exec = promisify(execFile)
 
@@ -124,7 +125,7 @@ export interface JournalView {
 }
 
 export function journalPath(modelDir: string): string {
-  return path.join(modelDir, '.ms-resume', 'journal-v1.json')
+  return statePaths(modelDir).journal
 }
 
 /** The journal as it is on disk now, or undefined when absent or (mid-test) unreadable. */
@@ -141,7 +142,7 @@ export async function writeJournal(modelDir: string, doc: JournalView): Promise<
 }
 
 export function partialPath(modelDir: string, record: JournalRecordView): string {
-  return path.join(modelDir, '.ms-resume', 'partial-v1', record.partialName ?? '')
+  return statePaths(modelDir).partial(record.partialName ?? '')
 }
 
 /** Indices of the chunks a record claims as durable. */

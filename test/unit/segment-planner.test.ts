@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {type Segment, addConnection, connectionsToAdd, missingRuns, pieceChunksFor, planSegments, splitAt, takeOver} from '../../src/transfer/segment-planner.js'
+import {type Segment, addConnection, connectionsToAdd, missingRuns, pieceChunksFor, pieceChunksNow, planSegments, splitAt, takeOver} from '../../src/transfer/segment-planner.js'
 
 const MiB = 1024 * 1024
 const s = (next: number, end: number): Segment => ({next, end})
@@ -30,41 +30,53 @@ describe('segment-planner: which connection fetches which chunks', () => {
     expect(pieceChunksFor(10, 4 * MiB)).to.equal(4)
   })
 
-  it('planSegments: one connection fetches each run whole, in order', () => {
-    expect(planSegments([s(0, 100), s(120, 130)], 1, 16)).to.deep.equal({active: [s(0, 100)], queue: [s(120, 130)]})
+  it('planSegments: one connection fetches the first run whole; the rest stays unassigned', () => {
+    expect(planSegments([s(0, 100), s(120, 130)], 1, 16)).to.deep.equal({active: [s(0, 100)], unassigned: [s(120, 130)]})
   })
 
-  it('planSegments: several connections take pieces in file order; small files are split until each has one', () => {
+  it('planSegments: several connections take pieces in file order, half an even share each, at most the piece size', () => {
     const plan = planSegments([s(0, 64)], 2, 16)
-    expect(plan.active).to.deep.equal([s(0, 16), s(16, 32)])
-    expect(plan.queue).to.deep.equal([s(32, 48), s(48, 64)])
+    expect(plan.active).to.deep.equal([s(0, 16), s(16, 28)])
+    expect(plan.unassigned).to.deep.equal([s(28, 64)])
+    // A small file: small pieces (at least two chunks), every connection busy while there is work.
     const small = planSegments([s(0, 5)], 4, 16)
-    expect(small.active.map((x) => x.end - x.next).reduce((a, b) => a + b)).to.equal(5)
-    expect(small.active).to.have.length(4)
-    expect(small.queue).to.deep.equal([])
-    // A single chunk cannot be split: one connection.
+    expect(small.active).to.deep.equal([s(0, 2), s(2, 4), s(4, 5)])
+    expect(small.unassigned).to.deep.equal([])
     expect(planSegments([s(7, 8)], 8, 16).active).to.deep.equal([s(7, 8)])
   })
 
-  it('takeOver: a queued piece first, else the back half of the largest segment (its owner keeps two chunks)', () => {
-    const active = [s(0, 10), s(10, 12)]
-    const queue = [s(20, 30)]
-    expect(takeOver(active, queue)).to.deep.equal(s(20, 30))
-    expect(queue).to.deep.equal([])
-    const stolen = takeOver(active, queue)
-    expect(stolen).to.deep.equal(s(5, 10))
-    expect(active[0]).to.deep.equal(s(0, 5))
-    // Nothing worth taking: 2 chunks left at most.
-    expect(takeOver([s(3, 5)], [])).to.equal(undefined)
+  it('pieceChunksNow: pieces shrink toward the end, never below two chunks or above the piece size', () => {
+    const cases: Array<[Segment[], number, number, number]> = [
+      [[s(0, 1000)], 8, 16, 16],
+      [[s(0, 100)], 8, 16, 7],
+      [[s(0, 20)], 8, 16, 2],
+      [[s(0, 3)], 8, 16, 2],
+      [[s(0, 10), s(20, 30)], 1, 16, 10],
+    ]
+    for (const [runs, connections, max, want] of cases) expect(pieceChunksNow(runs, connections, max), JSON.stringify(runs)).to.equal(want)
   })
 
-  it('addConnection: the largest segment keeps one piece, the rest is queued in file order', () => {
+  it('takeOver: the next piece first; a lone connection takes whole runs; else the back half of the largest segment', () => {
+    const active = [s(0, 10), s(10, 12)]
+    const unassigned = [s(20, 30), s(40, 50)]
+    expect(takeOver(active, unassigned, 1, 16)).to.deep.equal(s(20, 30))
+    expect(takeOver(active, unassigned, 4, 16)).to.deep.equal(s(40, 42))
+    expect(unassigned).to.deep.equal([s(42, 50)])
+    unassigned.length = 0
+    const stolen = takeOver(active, unassigned, 4, 16)
+    expect(stolen).to.deep.equal(s(5, 10))
+    expect(active[0]).to.deep.equal(s(0, 5))
+    // Nothing worth a new connection: less than six chunks left in any segment.
+    expect(takeOver([s(3, 8)], [], 4, 16)).to.equal(undefined)
+  })
+
+  it('addConnection: the whole-run segment keeps one piece and gives back the rest, in file order', () => {
     const active = [s(0, 64)]
-    const queue: Segment[] = []
-    const seg = addConnection(active, queue, 16)
-    expect(seg).to.deep.equal(s(16, 32))
-    expect(active).to.deep.equal([s(0, 16), s(16, 32)])
-    expect(queue).to.deep.equal([s(32, 48), s(48, 64)])
+    const unassigned: Segment[] = []
+    const seg = addConnection(active, unassigned, 8, 16)
+    expect(active[0]).to.deep.equal(s(0, 16))
+    expect(seg).to.deep.equal(s(16, 19))
+    expect(unassigned).to.deep.equal([s(19, 64)])
   })
 })
 

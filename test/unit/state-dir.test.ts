@@ -7,13 +7,14 @@ import {expect} from 'chai'
 
 import {probeName, probeWritable, prepareStateDir} from '../../src/store/state-dir.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
+import {statePaths} from '../support/state-paths.js'
 
 describe('state directory: probes and folders never through a symlink', () => {
   let home: string
   let state: string
   beforeEach(async () => {
     home = await fs.mkdtemp(path.join(os.tmpdir(), 'msr-state-dir-'))
-    state = path.join(home, 'model', '.ms-resume')
+    state = statePaths(path.join(home, 'model')).dir
     await fs.mkdir(state, {recursive: true})
   })
   afterEach(async () => {
@@ -51,8 +52,8 @@ describe('support/journal-check: complete records are checked too (it can fail)'
     try {
       const data = Buffer.from('the real bytes')
       const record = {path: 'a/b.bin', size: data.length, sha256: createHash('sha256').update(data).digest('hex'), status: 'complete', chunkSizeBytes: 1 << 20, chunks: ['0'.repeat(16)]}
-      await fs.mkdir(path.join(dir, '.ms-resume'), {recursive: true})
-      await fs.writeFile(path.join(dir, '.ms-resume', 'journal-v1.json'), JSON.stringify({files: {[record.path]: record}}))
+      await fs.mkdir(statePaths(dir).dir, {recursive: true})
+      await fs.writeFile(statePaths(dir).journal, JSON.stringify({files: {[record.path]: record}}))
       expect((await journalClaimsProblems(dir)).problems).to.have.length(1)
       await fs.mkdir(path.join(dir, 'a'))
       await fs.writeFile(path.join(dir, 'a', 'b.bin'), 'short')

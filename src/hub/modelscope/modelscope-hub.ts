@@ -62,13 +62,14 @@ export class ModelScopeHub implements Hub {
   }
 
   async listFiles(modelId: string, revision: string, signal?: AbortSignal): Promise<HubListing> {
-    const revisions = await this.api<{RevisionMap?: {Branches?: RevisionEntry[]; Tags?: RevisionEntry[]}}>(
-      `/api/v1/models/${modelId}/revisions`, modelId, revision, signal,
-    )
+    const query = new URLSearchParams({Revision: revision, Recursive: 'True'})
+    // Both at once: on a 100 ms link one round trip less before the first byte.
+    const [revisions, data] = await Promise.all([
+      this.api<{RevisionMap?: {Branches?: RevisionEntry[]; Tags?: RevisionEntry[]}}>(`/api/v1/models/${modelId}/revisions`, modelId, revision, signal),
+      this.api<{Files?: ListedFile[]}>(`/api/v1/models/${modelId}/repo/files?${query.toString()}`, modelId, revision, signal),
+    ])
     const known = [...(revisions?.RevisionMap?.Branches ?? []), ...(revisions?.RevisionMap?.Tags ?? [])]
     const createdAt = known.find((r) => r.Revision === revision)?.CreatedAt
-    const query = new URLSearchParams({Revision: revision, Recursive: 'True'})
-    const data = await this.api<{Files?: ListedFile[]}>(`/api/v1/models/${modelId}/repo/files?${query.toString()}`, modelId, revision, signal)
     if (!data || !Array.isArray(data.Files)) {
       throw new MsrError('E_REMOTE', `The hub's file listing for ${modelId} has no Files array.`, {hint: 'The hub may have changed its API; report it.'})
     }
