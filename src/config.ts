@@ -1,3 +1,5 @@
+import {staleMsFromEnv} from './journal/lock-staleness.js'
+
 /**
  * The MS_RESUME_* knobs, read once at start-up (MS_RESUME_SHA256_ENGINE stays with the engines: it
  * is read per hasher, and tests switch it within one process). Modules take values from here instead of reading the
@@ -12,6 +14,8 @@ export interface Knobs {
   retryBaseMs: number | undefined
   /** MS_RESUME_CONNECT_TIMEOUT_MS: TCP + TLS connect timeout (default 10 s). */
   connectTimeoutMs: number
+  /** MS_RESUME_LOCK_STALE_MS: a model lock whose heartbeat is older (by the filesystem's clock) is taken over (default 10 s). */
+  lockStaleMs: number
   /** MS_RESUME_CRASH_AT="<point>[:<n>]": tests only, SIGKILL at the n-th pass of a crash point. */
   crashAt: {point: string; count: number} | undefined
 }
@@ -37,6 +41,7 @@ function readKnobs(): Knobs {
     testWriteDelayMs: numberKnob('MS_RESUME_TEST_WRITE_DELAY_MS', 0, 60_000) ?? 0,
     retryBaseMs: numberKnob('MS_RESUME_RETRY_BASE_MS', 0, 600_000),
     connectTimeoutMs: numberKnob('MS_RESUME_CONNECT_TIMEOUT_MS', 1, 600_000) ?? 10_000,
+    lockStaleMs: staleMsFromEnv(process.env),
     crashAt: crashAtKnob(),
   }
 }

@@ -34,7 +34,7 @@ export interface CleanResult {
 
 // Our durable writers' temp files: `.<name>.<pid>.<random hex>.tmp`. In the model directory only
 // those of the official index files we write: any other name there may be a file of the model.
-const STATE_TEMP = /^(\..+\.tmp|\.write-probe-\d+)$/
+const STATE_TEMP = /^(\..+\.tmp|\.write-probe-\d+(-[0-9a-f]{8})?)$/
 const MODEL_DIR_TEMP = /^\.(msc|mdl|mv)\.\d+\.[0-9a-f]+\.tmp$/
 const JOURNAL_BACKUP = new RegExp(`^${JOURNAL_FILE.replaceAll('.', '\\.')}\\.unreadable-\\d+$`)
 

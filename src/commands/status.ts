@@ -9,7 +9,7 @@ import {statusText} from '../ui/status-text.js'
 export default class Status extends BaseCommand {
   static override summary = 'Show what ms-resume knows about models: complete and partial files, bytes, last error, where.'
 
-  static override description = `Reads the journal ms-resume keeps next to each model. Read-only: it never takes the lock and never writes, so it is safe while a pull runs (and says so).
+  static override description = `Reads the journal ms-resume keeps next to each model. It never takes the lock, so it is safe while a pull runs, and says who holds the lock (host, process, since when, last heartbeat). It writes nothing but, when a model is locked, a probe file for a moment: the filesystem's clock, to tell a live lock from a stale one (without write access the age is left out).
 
 Without a model, every model with ms-resume state in the ModelScope cache ($MODELSCOPE_CACHE or ~/.cache/modelscope/hub) is listed, or in --cache-dir DIR. With a model (placed by --local-dir / --cache-dir as pull places it), or with just --local-dir DIR, the files that are not complete are listed too.`
 

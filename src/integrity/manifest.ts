@@ -47,7 +47,7 @@ export function manifestToJson(manifest: Manifest): string {
 }
 
 export async function writeManifest(file: string, manifest: Manifest): Promise<void> {
-  await writeFileDurable(file, manifestToJson(manifest), 0o600)
+  await writeFileDurable(file, manifestToJson(manifest))
 }
 
 export function expectedFromManifest(f: ManifestFile): ExpectedFile {

@@ -3,13 +3,14 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import {crashPoint} from './crash-points.js'
+import {FILE_MODE} from './file-modes.js'
 
 /**
  * Writes a file so that after a crash or power loss it holds either the old or the new content,
  * never a torn mix: a temp file with a per-process name (two writers never share one), fsync,
  * rename over the target, fsync the directory so the rename itself is durable.
  */
-export async function writeFileDurable(target: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+export async function writeFileDurable(target: string, data: string | Uint8Array, mode = FILE_MODE): Promise<void> {
   const dir = path.dirname(target)
   const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`)
   const handle = await fs.open(tmp, 'wx', mode)
@@ -38,8 +39,9 @@ export async function fsyncDir(dir: string): Promise<void> {
   try {
     await handle.sync()
   } catch (error) {
-    // Some filesystems (and all of Windows) refuse fsync on a directory; the rename is still atomic.
-    if (!['EINVAL', 'ENOTSUP', 'EISDIR', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error
+    // Some filesystems (some NFS and FUSE servers, and all of Windows) refuse fsync on a directory;
+    // the rename is still atomic.
+    if (!['EINVAL', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EISDIR', 'EPERM'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error
   } finally {
     await handle.close()
   }

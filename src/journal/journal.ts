@@ -41,7 +41,7 @@ class DurableJsonAdapter implements Adapter<JournalDoc> {
   }
 
   async write(doc: JournalDoc): Promise<void> {
-    await writeFileDurable(this.file, JSON.stringify(doc), 0o600)
+    await writeFileDurable(this.file, JSON.stringify(doc))
   }
 }
 
@@ -80,12 +80,17 @@ export class Journal {
     private readonly db: Low<JournalDoc>,
     readonly file: string,
     readonly flushIntervalMs: number,
+    private readonly beforeWrite?: () => Promise<void>,
   ) {}
 
   static async open(
     stateDir: string,
     init: {hub: string; endpoint: string; modelId: string; revision: string},
-    opts: {flushIntervalMs?: number} = {},
+    opts: {
+      flushIntervalMs?: number
+      /** Runs before every write and stops it by throwing: a pull that lost its lock writes no journal. */
+      beforeWrite?: () => Promise<void>
+    } = {},
   ): Promise<JournalOpenResult> {
     const file = path.join(stateDir, JOURNAL_FILE)
     await removeStrayTempFiles(file)
@@ -105,7 +110,7 @@ export class Journal {
       recovered = {reason: error.message, movedTo}
     }
     assertSameModel(stateDir, db.data.modelId, init.modelId)
-    const journal = new Journal(db, file, opts.flushIntervalMs ?? 250)
+    const journal = new Journal(db, file, opts.flushIntervalMs ?? 250, opts.beforeWrite)
     Object.assign(journal.doc, {endpoint: init.endpoint, revision: init.revision})
     return {journal, recovered}
   }
@@ -118,6 +123,11 @@ export class Journal {
     } catch (error) {
       return {problem: (error as Error).message}
     }
+  }
+
+  /** Throws what a write would throw now from `beforeWrite` (the lock is lost), without writing. */
+  async assertWritable(): Promise<void> {
+    await this.beforeWrite?.()
   }
 
   get doc(): JournalDoc {
@@ -167,9 +177,13 @@ export class Journal {
 
   private async writeNow(): Promise<void> {
     this.db.data.updatedAt = new Date().toISOString()
+    // Serialised now, as the write starts: callers change records across awaits, and a snapshot
+    // taken after the lock check below caught a record half updated (a journal set aside as bad).
+    const text = JSON.stringify(this.db.data)
+    await this.beforeWrite?.()
     const started = performance.now()
     try {
-      await this.db.write()
+      await writeFileDurable(this.file, text)
       this.lastWriteMs = performance.now() - started
     } catch (error) {
       // A full disk is E_DISK_FULL wherever it strikes first (data or journal): one code, one hint.

@@ -6,6 +6,7 @@ import type {HubFile} from '../hub/types.js'
 import {type CheckLevel, type ExpectedFile, type FileCheck, checkFile, chunkSumsOnDisk} from '../integrity/check.js'
 import {chunkCount, chunkSizeFor} from '../integrity/chunks.js'
 import {sha256FileHex} from '../integrity/sha256.js'
+import {DIR_MODE, FILE_MODE, settleFileMode} from '../journal/file-modes.js'
 import type {FileRecord} from '../journal/schema.js'
 import {moveIntoPlace} from '../store/finalize.js'
 import {PARTIAL_DIR, QUARANTINE_DIR, partialNameFor} from '../store/layout.js'
@@ -149,7 +150,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     let fh
     try {
       // Never through a symlink planted at the partial's name (ELOOP: E_UNSAFE_PATH).
-      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT | O_NOFOLLOW, 0o600)
+      fh = await fs.open(partialPath, fs.constants.O_RDWR | fs.constants.O_CREAT | O_NOFOLLOW, FILE_MODE)
     } catch (error) {
       throw fromFsError(error, `opening the partial file of ${record.path}`, partialPath)
     }
@@ -166,6 +167,8 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         throw fromFsError(error, `writing ${record.path}`, partialPath)
       }
       found = await download.digestHex()
+      // A pull that lost its lock moves nothing: the new holder may be writing this very partial.
+      await ctx.journal.assertWritable()
       if (found !== record.sha256 && savedState) {
         // A saved hash state that loads but is wrong (a flipped bit in the journal) makes a correct
         // file hash wrong: ask the disk before throwing away a whole download (E_INTEGRITY retry).
@@ -178,7 +181,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         record.chunks = download.chunkSums()
         // Every chunk is whole now: a partial-chunk claim beside it would make the journal invalid.
         delete record.partialChunks
-        await fh.chmod(0o644)
+        await settleFileMode(fh)
       }
     } finally {
       await fh.close()
@@ -228,12 +231,11 @@ async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: str
     fresh.chunks = record.chunks.map(() => null)
     return fresh
   }
-  await fs.mkdir(path.join(ctx.stateDir, PARTIAL_DIR), {recursive: true, mode: 0o700})
+  await fs.mkdir(path.join(ctx.stateDir, PARTIAL_DIR), {recursive: true, mode: DIR_MODE})
   const partialPath = partialPathOf(ctx.stateDir, fresh)
   // copyFile follows a symlink at its destination: remove whatever is there, then create exclusively.
   await fs.rm(partialPath, {force: true})
   await fs.copyFile(finalPath, partialPath, fs.constants.COPYFILE_FICLONE | fs.constants.COPYFILE_EXCL)
-  await fs.chmod(partialPath, 0o600)
   const damaged = new Set(check.damaged!.map((d) => d.chunk))
   fresh.chunks = record.chunks.map((c, i) => (damaged.has(i) ? null : c))
   return fresh
@@ -282,7 +284,7 @@ async function discardPartial(ctx: JobContext, record: FileRecord): Promise<void
 /** A partial whose hash did not match is kept for a post-mortem (one per file), never handed over. */
 async function quarantine(ctx: JobContext, record: FileRecord): Promise<void> {
   const dir = path.join(ctx.stateDir, QUARANTINE_DIR)
-  await fs.mkdir(dir, {recursive: true, mode: 0o700})
+  await fs.mkdir(dir, {recursive: true, mode: DIR_MODE})
   await fs.rename(partialPathOf(ctx.stateDir, record), path.join(dir, record.partialName ?? partialNameFor(record.path)))
 }
 

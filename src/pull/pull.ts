@@ -18,6 +18,7 @@ import {RateLimiter, sleep} from '../transfer/rate-limiter.js'
 import {DEFAULT_RETRY_POLICY, type RetryPolicy, nextDelayMs} from '../transfer/retry-policy.js'
 import {type FileOutcome, type JobContext, newRecord, pullOneFile} from './file-job.js'
 import {makePathFilter} from './filter.js'
+import {pullWithoutWriting} from './read-only-pull.js'
 import {formatBytes} from '../format.js'
 
 export interface PullOptions {
@@ -120,7 +121,13 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     return summary
   }
 
-  await prepareDirectories(location)
+  try {
+    await prepareDirectories(location)
+  } catch (error) {
+    // Cannot write here (read-only mount, someone else's cache): fine if nothing needs writing.
+    if (isMsrError(error) && error.code === 'E_PERMISSION') return pullWithoutWriting(files, opts, error, summary, started)
+    throw error
+  }
   const lock = await acquireModelLock(location.stateDir, {
     waitMs: opts.lockWaitMs ?? Number.POSITIVE_INFINITY,
     signal,
@@ -135,7 +142,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   if (signal.aborted) onAbort()
   let journal: Journal | undefined
   try {
-    const opened = await Journal.open(location.stateDir, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision})
+    const opened = await Journal.open(location.stateDir, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision}, {beforeWrite: () => lock.assertHeld()})
     journal = opened.journal
     // A pull killed inside the manifest write leaves `.manifest-v1.json.<pid>.<rand>.tmp` behind,
     // and Journal.open sweeps only its own temp files (a live writer's temp is left alone).
@@ -210,6 +217,9 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     const firstError = outcomes.find((o) => o instanceof MsrError) as MsrError | undefined
     if (firstError) throw Object.assign(firstError, {summary})
     return summary
+  } catch (error) {
+    // Whatever failed after the lock was lost (a partial the new holder moved, ...) failed because of it.
+    throw lock.lost.aborted ? lock.lost.reason : error
   } finally {
     signal.removeEventListener('abort', onAbort)
     await journal?.close().catch(() => {})
@@ -274,7 +284,7 @@ async function writeProblemOfAncestor(dir: string): Promise<unknown> {
 }
 
 /** What a file still needs, from its journal record (a record of another version counts as none). */
-function planFile(f: HubFile, r: FileRecord | undefined): PlannedFile {
+export function planFile(f: HubFile, r: FileRecord | undefined): PlannedFile {
   const same = r !== undefined && r.sha256 === f.sha256 && r.size === f.size
   if (same && r.status === 'complete') return {path: f.path, size: f.size, remainingBytes: 0, state: 'complete'}
   if (same && r.status !== 'pending') return {path: f.path, size: f.size, remainingBytes: f.size - durableBytes(r), state: 'partial'}

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import {Journal} from '../journal/journal.js'
-import {peekModelLock} from '../journal/lock.js'
+import {type LockInfo, inspectModelLock} from '../journal/lock.js'
 import {durableBytes, type FileStatus} from '../journal/schema.js'
 import type {ModelDirs} from '../store/find-models.js'
 import {JOURNAL_FILE, MANIFEST_FILE, PARTIAL_DIR, QUARANTINE_DIR} from '../store/layout.js'
@@ -29,8 +29,10 @@ export interface ModelStatus {
   updatedAt?: string
   /** Every file the last pull selected is complete and verified (its manifest was written). */
   complete: boolean
-  /** Holder of the model lock (`pid N on host`) while a pull or clean runs. */
+  /** Holder of the model lock (`pid N on host (user)`) while a pull or clean runs. */
   lockedBy?: string
+  /** The model lock when there is one, live or stale: who holds it, since when, last heartbeat. */
+  lock?: LockInfo
   files: {known: number; complete: number; partial: number; pending: number; failed: number}
   bytes: {known: number; complete: number; partial: number}
   /** What `ms-resume clean` would remove from the state directory. */
@@ -40,9 +42,13 @@ export interface ModelStatus {
   fileList?: FileState[]
 }
 
-/** Read-only: peeks at the journal, never locks, never writes. */
+/**
+ * Read-only: peeks at the journal, never locks. Writes nothing but, when there is a lock, a probe
+ * file for a moment (the filesystem's clock, to tell a live holder from a stale one).
+ */
 export async function modelStatus(dirs: ModelDirs, opts: {withFiles?: boolean} = {}): Promise<ModelStatus> {
   const {doc, problem} = await Journal.peek(dirs.stateDir)
+  const lock = await inspectModelLock(dirs.stateDir)
   const journalFile = await fs.stat(path.join(dirs.stateDir, JOURNAL_FILE)).catch(() => undefined)
   const status: ModelStatus = {
     modelId: doc?.modelId ?? dirs.dirId,
@@ -54,7 +60,8 @@ export async function modelStatus(dirs: ModelDirs, opts: {withFiles?: boolean} =
     problem,
     updatedAt: doc?.updatedAt,
     complete: false,
-    lockedBy: await peekModelLock(dirs.stateDir),
+    lockedBy: lock && !lock.stale ? lock.holder : undefined,
+    lock,
     files: {known: 0, complete: 0, partial: 0, pending: 0, failed: 0},
     bytes: {known: 0, complete: 0, partial: 0},
     leftovers: await leftovers(dirs.stateDir),

@@ -1,8 +1,10 @@
+import {randomBytes} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import {MsrError} from '../errors.js'
 import {STRAY_AFTER_MS, isOlderThan, writerIsAlive} from '../journal/durable-file.js'
+import {DIR_MODE, FILE_MODE} from '../journal/file-modes.js'
 import {PARTIAL_DIR, QUARANTINE_DIR} from './layout.js'
 import {O_NOFOLLOW} from './state-file.js'
 
@@ -12,10 +14,10 @@ import {O_NOFOLLOW} from './state-file.js'
  * partial, probe and quarantined download would then be written (and `clean` would delete) there.
  */
 export async function prepareStateDir(stateDir: string): Promise<void> {
-  await fs.mkdir(stateDir, {recursive: true, mode: 0o700})
+  await fs.mkdir(stateDir, {recursive: true, mode: DIR_MODE})
   await assertRealDirectory(stateDir, true)
   const partials = path.join(stateDir, PARTIAL_DIR)
-  await fs.mkdir(partials, {recursive: true, mode: 0o700})
+  await fs.mkdir(partials, {recursive: true, mode: DIR_MODE})
   await assertRealDirectory(partials, true)
   await assertRealDirectory(path.join(stateDir, QUARANTINE_DIR), false)
   await sweepStrayProbes(stateDir)
@@ -34,11 +36,17 @@ export async function assertRealDirectory(dir: string, required: boolean): Promi
   })
 }
 
-const PROBE = /^\.write-probe-(\d+)$/
+/** `.write-probe-<pid>-<tag>`; older versions wrote `.write-probe-<pid>`. */
+export const PROBE = /^\.write-probe-(\d+)(-[0-9a-f]{8})?$/
+/**
+ * Pids repeat across the hosts and containers that share a cache (every container's first CLI may
+ * be pid 3): with the pid alone, two pulls created, and removed, one another's probe.
+ */
+const PROCESS_TAG = randomBytes(4).toString('hex')
 
 /** The write probe's name for this process. */
 export function probeName(): string {
-  return `.write-probe-${process.pid}`
+  return `.write-probe-${process.pid}-${PROCESS_TAG}`
 }
 
 /**
@@ -50,7 +58,7 @@ export async function probeWritable(stateDir: string): Promise<void> {
   const probe = path.join(stateDir, probeName())
   // A probe of an earlier process that had our pid (a killed pull, a container restart).
   await fs.rm(probe, {force: true})
-  const fh = await fs.open(probe, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, 0o600)
+  const fh = await fs.open(probe, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, FILE_MODE)
   await fh.close()
   // Another pull's sweep may have removed it already: harmless.
   await fs.rm(probe, {force: true})

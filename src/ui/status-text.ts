@@ -1,4 +1,5 @@
 import {formatBytes} from '../format.js'
+import type {LockInfo} from '../journal/lock.js'
 import type {ModelStatus} from '../status/model-status.js'
 import {plural} from './event-text.js'
 
@@ -16,6 +17,7 @@ export function statusText(models: ModelStatus[], searched: string): string[] {
 function modelBlock(m: ModelStatus): string[] {
   const state = m.lockedBy ? `in use by ${m.lockedBy}` : m.journal === 'missing' ? 'nothing pulled here' : m.journal === 'unreadable' ? 'journal unreadable' : m.complete ? 'complete' : 'incomplete'
   const lines = [`${m.modelId}${m.revision ? `@${m.revision}` : ''}: ${state}`, `  where:      ${m.modelDir}`]
+  if (m.lock) lines.push(`  lock:       ${lockLine(m.lock)}`)
   if (m.problem) lines.push(`  journal:    ${m.problem} (the next pull moves it aside and re-checks the files on disk)`)
   if (m.journal === 'ok') {
     const f = m.files
@@ -34,4 +36,11 @@ function modelBlock(m: ModelStatus): string[] {
     lines.push(`  ${f.status.padEnd(8)} ${formatBytes(f.bytesOnDisk).padStart(10)} of ${formatBytes(f.size).padEnd(10)} ${f.path}${f.lastError ? `  [${f.lastError.code}]` : ''}`)
   }
   return lines
+}
+
+/** Times are the filesystem's (the server's, on a network filesystem), shown in UTC. */
+function lockLine(l: LockInfo): string {
+  const age = l.heartbeatAgeMs === undefined ? `last heartbeat ${l.heartbeatAt}` : `last heartbeat ${Math.round(l.heartbeatAgeMs / 1000)} s ago`
+  const head = l.stale ? `stale, left by ${l.holder} (the next pull takes it over)` : `held by ${l.holder}`
+  return `${head} since ${l.since}, ${age}`
 }

@@ -93,7 +93,7 @@ describe('two (and four) pulls of the same model at once', function () {
     for (const f of FILES) expect((await fs.readFile(path.join(dir, f.path))).equals(emu.contentOf(MODEL, f.path)), f.path).to.equal(true)
   })
 
-  it('a lock held from another host (network filesystem): waited for while fresh, taken over once stale (10 s without refresh)', async () => {
+  it('a lock of an older ms-resume on another host (empty lock/, lock-owner.json beside it): waited for while fresh, taken over once 10 s old by the filesystem clock', async () => {
     const stateDir = path.join(dir, '.ms-resume')
     await fs.mkdir(path.join(stateDir, 'lock'), {recursive: true})
     await fs.writeFile(path.join(stateDir, 'lock-owner.json'), JSON.stringify({pid: process.pid, host: `not-${os.hostname()}`, since: new Date().toISOString()}))
@@ -109,6 +109,20 @@ describe('two (and four) pulls of the same model at once', function () {
     const res = await runCli(args('--lock-wait', '1'), {env: testEnv(home)})
     expect(res.code, res.stderr).to.equal(0)
     await expectModelExactOnce()
+  })
+
+  it('what killed lock holders leave is swept by the next holder: moved-aside locks, clock probes, old owner files and their temp files', async () => {
+    const stateDir = path.join(dir, '.ms-resume')
+    await fs.mkdir(path.join(stateDir, 'lock.stale-0123456789ab'), {recursive: true})
+    await fs.writeFile(path.join(stateDir, 'lock.stale-0123456789ab', 'heartbeat'), 'x')
+    const strays = ['.lock-owner.json.4242.tmp', 'lock-owner.json', '.clock-probe-4242-deadbeef.tmp']
+    for (const name of strays) await fs.writeFile(path.join(stateDir, name), '{}')
+    // Not ours: a name that only looks close stays.
+    await fs.writeFile(path.join(stateDir, 'lock-owner.json.keep'), 'x')
+    emu.setRateLimit(undefined)
+    const res = await runCli(args(), {env: testEnv(home)})
+    expect(res.code, res.stderr).to.equal(0)
+    expect((await fs.readdir(stateDir)).filter((n) => n.includes('lock') || n.includes('probe')).sort()).to.deep.equal(['lock-owner.json.keep'])
   })
 
   it('Ctrl-C while waiting for the lock: exit 130 [E_INTERRUPTED], not a lock error', async () => {

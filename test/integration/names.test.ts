@@ -118,12 +118,12 @@ describe('untrusted names from the hub (fault-matrix.md: Untrusted names)', func
     })
   }
 
-  it('journal, partial and every other state file are created 0600 (0700 directories) even under umask 000, while a pull is mid-way', async () => {
+  it('journal, partial, lock and every other state file follow the umask (027: files 0640, directories 0750), while a pull is mid-way', async () => {
     const files = [{path: 'slow.safetensors', size: 8 * MiB}]
     emu = await HubEmulator.start({models: [{id: MODEL, files}], rateLimitBytesPerSec: 1 * MiB})
     const state = path.join(dir, '.ms-resume')
-    // Under umask 000 a file created without an explicit mode would be world-readable.
-    const oldUmask = process.umask(0)
+    // The umask decides (a team cache runs at 002, a private one at 077): no fixed mode anywhere.
+    const oldUmask = process.umask(0o027)
     let child
     try {
       child = startCli(['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir], {env: testEnv(home)})
@@ -150,18 +150,17 @@ describe('untrusted names from the hub (fault-matrix.md: Untrusted names)', func
           const p = path.join(rel, entry.name)
           const mode = (await fs.lstat(path.join(state, p))).mode & 0o777
           if (entry.isDirectory()) {
-            // The lock is a directory proper-lockfile makes; it holds nothing.
-            if (entry.name !== 'lock') expect(mode, `${p}/`).to.equal(0o700)
+            expect(mode, `${p}/`).to.equal(0o750)
             await walk(p)
           } else {
             seen.push(p)
-            expect(mode, p).to.equal(0o600)
+            expect(mode, p).to.equal(0o640)
           }
         }
       }
-      expect((await fs.stat(state)).mode & 0o777, '.ms-resume/').to.equal(0o700)
+      expect((await fs.stat(state)).mode & 0o777, '.ms-resume/').to.equal(0o750)
       await walk('')
-      expect(seen).to.include.members(['journal-v1.json', path.join('partial-v1', partials[0])])
+      expect(seen).to.include.members(['journal-v1.json', path.join('partial-v1', partials[0]), path.join('lock', 'owner.json'), path.join('lock', 'heartbeat')])
     } finally {
       child.kill('SIGKILL')
       await exited

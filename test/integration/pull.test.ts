@@ -92,13 +92,18 @@ describe('pull', function () {
     await expectByteExact(path.join(home, 'cd', 'acme', 'tiny___model-v1___5'), ['config.json'])
   })
 
-  it('writes the journal and the manifest with mode 0600 and a partial-free state', async () => {
+  it('writes the journal and the manifest with the umask\'s mode (0644 at umask 022; nothing secret in them) and a partial-free state', async () => {
     const dir = path.join(home, 'out')
-    expect((await pull(['--local-dir', dir])).code).to.equal(0)
+    const oldUmask = process.umask(0o022)
+    try {
+      expect((await pull(['--local-dir', dir])).code).to.equal(0)
+    } finally {
+      process.umask(oldUmask)
+    }
     const state = path.join(dir, '.ms-resume')
     for (const name of ['journal-v1.json', 'manifest-v1.json']) {
       const st = await fs.stat(path.join(state, name))
-      expect(st.mode & 0o777, name).to.equal(0o600)
+      expect(st.mode & 0o777, name).to.equal(0o644)
     }
     expect(await fs.readdir(path.join(state, 'partial-v1'))).to.deep.equal([])
     const journal = JSON.parse(await fs.readFile(path.join(state, 'journal-v1.json'), 'utf8'))
