@@ -147,7 +147,7 @@ export class ChunkedDownload {
     if (this.opts.signal.aborted) onAbort()
     this.opts.signal.addEventListener('abort', onAbort, {once: true})
     // Checkpoints by time too: on a slow link no chunk may complete for many seconds.
-    const ticker = setInterval(() => this.maybeCheckpoint(), Math.max(50, this.opts.checkpointIntervalMs / 2))
+    const ticker = setInterval(() => this.maybeCheckpoint(true), Math.max(50, this.opts.checkpointIntervalMs / 4))
     await this.writer.open()
     try {
       // A chunk that fails its read-back check is cleared and fetched again in another round.
@@ -386,7 +386,7 @@ export class ChunkedDownload {
         this.bytesSinceCheckpoint += length
         this.opts.emit({type: 'progress', path: this.record.path, bytesDone: this.doneByteCount, size: this.record.size, receivedBytes: this.receivedBytes})
         if (this.hash.nextChunk < this.done.length && this.done[this.hash.nextChunk] !== null) void this.drain()
-        this.maybeCheckpoint()
+        this.maybeCheckpoint(false)
       },
       (error) => {
         this.writeError ??= diskError(error, `writing the partial of ${this.record.path}`, this.record.path)
@@ -444,8 +444,13 @@ export class ChunkedDownload {
     if (error) throw new MsrError('E_LOCAL', `Hashing ${this.record.path} failed: ${(error as Error)?.message ?? String(error)}.`, {path: this.record.path, cause: error})
   }
 
-  private maybeCheckpoint(): void {
-    const dueByTime = performance.now() - this.lastCheckpointAt >= this.opts.checkpointIntervalMs
+  /**
+   * `byTimer`: called by the timer, not right after a block was handed over. A checkpoint due by
+   * time is taken only then: after a hand-over the chunk being filled is nearly empty, and a slow
+   * link's checkpoints would then rarely keep the bytes of a half-received chunk.
+   */
+  private maybeCheckpoint(byTimer: boolean): void {
+    const dueByTime = byTimer && performance.now() - this.lastCheckpointAt >= this.opts.checkpointIntervalMs
     if ((!dueByTime && this.bytesSinceCheckpoint < this.opts.checkpointBytes) || this.checkpointing) return
     // The bytes of chunks still being filled are worth a write only on a slow link (due by time: less
     // than checkpointBytes a second). Due by bytes, they are under a MiB of several MiB a second,
