@@ -445,9 +445,12 @@ export class ChunkedDownload {
   }
 
   private maybeCheckpoint(): void {
-    const due = performance.now() - this.lastCheckpointAt >= this.opts.checkpointIntervalMs || this.bytesSinceCheckpoint >= this.opts.checkpointBytes
-    if (!due || this.checkpointing) return
-    this.checkpointing = this.checkpoint()
+    const dueByTime = performance.now() - this.lastCheckpointAt >= this.opts.checkpointIntervalMs
+    if ((!dueByTime && this.bytesSinceCheckpoint < this.opts.checkpointBytes) || this.checkpointing) return
+    // The bytes of chunks still being filled are worth a write only on a slow link (due by time: less
+    // than checkpointBytes a second). Due by bytes, they are under a MiB of several MiB a second,
+    // and writing, hashing and copying them at every checkpoint cost a fast link 0.3 s per GiB.
+    this.checkpointing = this.checkpoint(dueByTime)
       .catch((error) => {
         this.checkpointError = diskError(error, `saving a checkpoint of ${this.record.path}`, this.record.path)
       })
@@ -460,11 +463,11 @@ export class ChunkedDownload {
    * Data first, journal second: whole chunks in hand are handed over, the bytes of every chunk
    * being filled are written, all of it is fsynced, and only then does the journal claim it.
    */
-  async checkpoint(): Promise<void> {
+  async checkpoint(withPartialChunks = true): Promise<void> {
     this.lastCheckpointAt = performance.now()
     this.bytesSinceCheckpoint = 0
     const partials: Array<{index: number; data: Buffer; written: Promise<void>}> = []
-    for (const asm of this.assemblers.values()) {
+    for (const asm of withPartialChunks ? this.assemblers.values() : []) {
       if (asm.hasWholeChunks && !this.writeError) void this.handOver(asm)?.catch(() => {})
       const partial = asm.partial()
       if (partial) partials.push({...partial, written: this.writer.write(partial.data, partial.index * this.record.chunkSizeBytes, false)})
