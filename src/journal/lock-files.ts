@@ -114,6 +114,12 @@ function isName(v: unknown): v is string {
   return typeof v === 'string' && v.length > 0 && v.length <= 255 && !/[\u0000-\u001f\u007f]/.test(v)
 }
 
+/** The heartbeat at `file` (one open and one read: a holder asks before every journal write). */
+export async function readHeartbeat(file: string): Promise<Heartbeat | undefined> {
+  const hb = await readSmallFile(file, HEARTBEAT_BYTES)
+  return hb ? parseHeartbeat(hb.data) : undefined
+}
+
 /**
  * Looks at a lock directory without writing: undefined when there is none. Every file is opened
  * (not just stat()ed): on NFS an open revalidates cached attributes (close-to-open), and sshfs

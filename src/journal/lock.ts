@@ -10,7 +10,7 @@ import {CLOCK_PROBE, fsNowMs} from './fs-clock.js'
 import {hostIdentity, samePidSpace} from './host-identity.js'
 import {
   HEARTBEAT_BYTES, HEARTBEAT_FILE, LEGACY_OWNER_FILE, LEGACY_OWNER_TEMP, LOCK_ASIDE, LOCK_DIR, type LockOwner, type LockSighting, OWNER_FILE,
-  createSynced, heartbeatRecord, parseHeartbeat, readLegacyOwner, sightLock, syncTolerant,
+  createSynced, heartbeatRecord, parseHeartbeat, readHeartbeat, readLegacyOwner, sightLock, syncTolerant,
 } from './lock-files.js'
 import {type LockTiming, StalenessJudge, lockTiming} from './lock-staleness.js'
 
@@ -141,6 +141,8 @@ class HeldLock implements ModelLock {
   private counter = 0
   private timer: NodeJS.Timeout | undefined
   private lastBeatOkMs = performance.now()
+  /** When the heartbeat at the lock's path last showed our nonce. */
+  private confirmedAtMs = performance.now()
   private released = false
   private beating: Promise<void> = Promise.resolve()
   private readonly heartbeatPath: string
@@ -172,10 +174,17 @@ class HeldLock implements ModelLock {
     return this.lostController.signal
   }
 
+  /**
+   * Reads the heartbeat only when the last proof of ownership (a beat, or an earlier look) is older
+   * than one beat: nobody can take a lock over while its beats land, and a look on every journal
+   * write queued behind hashing and data writes on the thread pool and slowed checkpoints. A process
+   * that was frozen finds its proof old (the monotonic clock ran on) and looks.
+   */
   async assertHeld(): Promise<void> {
-    if (!this.lost.aborted) {
+    if (!this.lost.aborted && performance.now() - this.confirmedAtMs >= this.timing.beatMs) {
       const owner = await this.ownerOnDisk()
-      if (owner !== this.nonce) this.lose(owner === undefined ? 'the lock directory is gone' : 'another process took it over')
+      if (owner === this.nonce) this.confirmedAtMs = performance.now()
+      else this.lose(owner === undefined ? 'the lock directory is gone' : 'another process took it over')
     }
     if (this.lost.aborted) throw this.lost.reason
   }
@@ -222,8 +231,10 @@ class HeldLock implements ModelLock {
           this.lose('another process took it over')
           return
         }
+        const readAtMs = performance.now()
         await fh.write(heartbeatRecord(this.nonce, ++this.counter), 0, HEARTBEAT_BYTES, 0)
         await syncTolerant(fh)
+        this.confirmedAtMs = readAtMs
       } finally {
         await fh.close().catch(() => {})
       }
@@ -247,8 +258,8 @@ class HeldLock implements ModelLock {
    */
   private async ownerOnDisk(): Promise<string | undefined> {
     for (let attempt = 0; ; attempt++) {
-      const seen = await sightLock(path.join(this.stateDir, LOCK_DIR)).catch(() => undefined)
-      if (seen?.heartbeat || attempt >= 1) return seen?.heartbeat?.nonce
+      const heartbeat = await readHeartbeat(this.heartbeatPath).catch(() => undefined)
+      if (heartbeat || attempt >= 1) return heartbeat?.nonce
       await sleep(200)
     }
   }
