@@ -7,6 +7,7 @@ import {expect} from 'chai'
 import {HubEmulator} from '../support/emulator.js'
 import {playTerminal} from '../support/fake-tty.js'
 import {BIN, listFiles, makeTmpDir, runCli, testEnv} from '../support/cli.js'
+import {skipBecause} from '../support/process.js'
 
 const MODEL = 'acme/output-model'
 const FILES = [
@@ -139,7 +140,7 @@ describe('output modes', function () {
     try {
       execFileSync('script', ['--version'], {stdio: 'ignore'})
     } catch {
-      this.skip()
+      skipBecause(this, 'script(1) is not installed (util-linux)')
     }
     const dir = path.join(home, 'out')
     const typescript = path.join(home, 'typescript')

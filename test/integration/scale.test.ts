@@ -8,6 +8,7 @@ import {expect} from 'chai'
 import {HubEmulator} from '../support/emulator.js'
 import {BIN, type CliResult, REPO_ROOT, listFiles, makeTmpDir, startCli, testEnv} from '../support/cli.js'
 import {statePaths} from '../support/state-paths.js'
+import {skipBecause} from '../support/process.js'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -58,7 +59,7 @@ describe('scale (fault-matrix.md: Scale)', function () {
     const freeBytes = Number(free.bavail) * Number(free.bsize)
     if (freeBytes < 10 * GiB) {
       console.log(`      skipped: ${(freeBytes / GiB).toFixed(1)} GiB free in ${home}, the 4 GiB test needs about 10 GiB`)
-      this.skip()
+      skipBecause(this, `${(freeBytes / GiB).toFixed(1)} GiB free, the 4 GiB test needs about 10 GiB`)
     }
     emu = await HubEmulator.start({models: [{id: MODEL, files: [{path: FILE, size}]}]})
     await emu.sha256OfAsync(MODEL, FILE) // before the pull, so the listing does not wait for it

@@ -9,6 +9,7 @@ import {chunkSumsOfOpenFile, chunkSumsOnDisk, chunkSumsThroughNode} from '../../
 import {loadWasmXxh64, loadXxh64, xxh64Pieces, xxh64PiecesAsync} from '../../src/integrity/chunks.js'
 import {createResumableSha256, restoreSha256} from '../../src/integrity/sha256.js'
 import {nativeAddonCandidates, nativeChunkHashing} from '../../src/integrity/native-addon.js'
+import {skipBecause} from '../support/process.js'
 
 const MIB = 1024 * 1024
 const data = randomBytes(3 * MIB + 12_345)
@@ -24,13 +25,13 @@ describe('chunk hashing (xxh64 per chunk, SHA-256 off the main thread)', functio
   })
 
   it('uses the native addon whenever it has been built', function () {
-    if (!nativeAddonCandidates().some((file) => existsSync(file))) this.skip()
+    if (!nativeAddonCandidates().some((file) => existsSync(file))) skipBecause(this, 'the native addon was not built')
     expect(nativeChunkHashing()).to.not.equal(null)
   })
 
   it('gives the same xxh64 as xxhash-wasm for every length 0..300 at odd offsets, and for 1 MiB', async function () {
     const native = nativeChunkHashing()
-    if (!native) this.skip()
+    if (!native) skipBecause(this, 'the native addon was not built')
     const wasm = await loadWasmXxh64()
     for (let len = 0; len <= 300; len++) {
       for (const off of [0, 1, 3, 7]) {
@@ -52,7 +53,7 @@ describe('chunk hashing (xxh64 per chunk, SHA-256 off the main thread)', functio
 
   for (const engine of ['native', 'wasm'] as const) {
     it(`${engine}: updateChunk advances the SHA-256 and returns each chunk's xxh64 and a state that restores`, async function () {
-      if (engine === 'native' && !nativeChunkHashing()) this.skip()
+      if (engine === 'native' && !nativeChunkHashing()) skipBecause(this, 'the native addon was not built')
       const xxh = await loadXxh64()
       const hasher = await createResumableSha256({engine})
       const first = await hasher.updateChunk(data.subarray(0, 2 * MIB), MIB)
@@ -70,7 +71,7 @@ describe('chunk hashing (xxh64 per chunk, SHA-256 off the main thread)', functio
   }
 
   it('refuses overlapping native updates rather than corrupting the state', async function () {
-    if (!nativeChunkHashing()) this.skip()
+    if (!nativeChunkHashing()) skipBecause(this, 'the native addon was not built')
     const hasher = await createResumableSha256({engine: 'native'})
     const running = hasher.updateChunk(data)
     expect(() => hasher.update(data)).to.throw(/while another update/)
@@ -121,7 +122,7 @@ describe('chunk hashing (xxh64 per chunk, SHA-256 off the main thread)', functio
   })
 
   it('names the errno of a failed native read like an fs error', async function () {
-    if (!nativeChunkHashing()) this.skip()
+    if (!nativeChunkHashing()) skipBecause(this, 'the native addon was not built')
     const fh = await fs.open(path.join(tmp, 'dir-as-file'), 'w')
     await fh.close()
     const dir = await fs.open(tmp, 'r')

@@ -19,6 +19,7 @@ import {
   type PickleDict,
   type PythonIndexEntry,
 } from '../../src/hub/modelscope/python-index.js'
+import {skipBecause} from '../support/process.js'
 
 const rev = (i: number): string => i.toString(16).padStart(40, '0')
 
@@ -156,7 +157,7 @@ describe('python-index: the official client index (.msc/.mdl/.mv)', () => {
 
   describe('with the real Python (python3)', function () {
     before(function () {
-      if (!hasPython) this.skip()
+      if (!hasPython) skipBecause(this, 'python3 is not installed')
     })
 
     for (const [name, files] of Object.entries(CASES)) {

@@ -22,6 +22,7 @@ import {
 } from '../../src/integrity/sha256.js'
 import {nativeAddonCandidates, nativeSha256EngineId, nativeSha256Problem} from '../../src/integrity/native-addon.js'
 import {WASM_ENGINE_ID} from '../../src/integrity/sha256-wasm.js'
+import {skipBecause} from '../support/process.js'
 
 const execFileAsync = promisify(execFile)
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -102,7 +103,7 @@ describe('resumable SHA-256', function () {
 
   it('loads the native addon whenever it has been built', function () {
     const built = nativeAddonCandidates().some((file) => existsSync(file))
-    if (!built) this.skip()
+    if (!built) skipBecause(this, 'the native addon was not built')
     expect(nativeId, nativeSha256Problem()).to.be.a('string')
   })
 
