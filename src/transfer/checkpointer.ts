@@ -9,8 +9,11 @@ import {prefixBytes} from './partial-chunks.js'
 /** What a checkpoint may claim: every byte of it is written (not yet fsynced). */
 export interface DurableView {
   chunks: ReadonlyArray<string | null>
-  /** First bytes of chunks being filled, with their xxh64. */
-  partials: Array<{index: number; data: Buffer; xxh64: string}>
+  /**
+   * First bytes of chunks being filled, with their xxh64; undefined when this checkpoint did not
+   * write them (a fast link): the claims of the last one that did stay (those bytes are on disk).
+   */
+  partials: Array<{index: number; data: Buffer; xxh64: string}> | undefined
   /** A hash state whose bytes are all written. */
   state: SavedSha256State | undefined
 }
@@ -23,9 +26,9 @@ export async function checkpoint(fh: FileHandle, journal: Journal, record: FileR
   await fh.datasync()
   crashPoint('after-data-fsync')
   for (let i = 0; i < view.chunks.length; i++) if (view.chunks[i] !== null) record.chunks[i] = view.chunks[i]
-  const partials = view.partials.filter((p) => record.chunks[p.index] === null)
-  record.partialChunks = partials.map(({index, data, xxh64}) => ({index, bytes: data.length, xxh64}))
-  const reach = prefixBytes(record.chunks, new Map(partials.map((p) => [p.index, p.data])), record.size, record.chunkSizeBytes)
+  const claims = view.partials ? view.partials.map(({index, data, xxh64}) => ({index, bytes: data.length, xxh64})) : record.partialChunks ?? []
+  record.partialChunks = claims.filter((p) => record.chunks[p.index] === null)
+  const reach = prefixBytes(record.chunks, new Map(record.partialChunks.map((p) => [p.index, {length: p.bytes}])), record.size, record.chunkSizeBytes)
   if (view.state && view.state.offsetBytes <= reach) record.sha256State = view.state
   if (record.status === 'pending') record.status = 'partial'
   await journal.flush()

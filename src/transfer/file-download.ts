@@ -494,7 +494,7 @@ export class ChunkedDownload {
     // The state at the byte-exact end of the durable prefix when a partial chunk ends it.
     const prefixEnd = kept.find((p) => p.index * this.record.chunkSizeBytes === prefixBytes(snapshot, new Map(), this.record.size, this.record.chunkSizeBytes))
     const state = (prefixEnd && (await this.hash.stateThrough(prefixEnd.index, prefixEnd.data))) || this.hash.durableState
-    await checkpoint(this.fh, this.opts.journal, this.record, {chunks: snapshot, partials: kept, state})
+    await checkpoint(this.fh, this.opts.journal, this.record, {chunks: snapshot, partials: withPartialChunks ? kept : undefined, state})
   }
 
   private throwCheckpointError(): void {
