@@ -78,25 +78,3 @@ export class MsrError extends Error {
 export function isMsrError(error: unknown): error is MsrError {
   return error instanceof MsrError
 }
-
-/** Maps Node's filesystem errors to our codes; anything else is returned unchanged. */
-export function fromFsError(error: unknown, what: string, path?: string): unknown {
-  const code = (error as NodeJS.ErrnoException)?.code
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new MsrError('E_DISK_FULL', `No space left on the device while ${what}.`, {
-      path, cause: error, hint: 'Free some space and run the same command again; it resumes where it stopped.',
-    })
-  }
-  if (code === 'ELOOP') {
-    // Opened with O_NOFOLLOW: a symlink stands where ms-resume keeps its own file.
-    return new MsrError('E_UNSAFE_PATH', `Refusing to follow a symlink while ${what}${path ? ` (${path})` : ''}.`, {
-      path, cause: error, hint: `Nothing was written through it. Remove ${path ?? 'the symlink'} (ms-resume did not make it) and run again.`,
-    })
-  }
-  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-    return new MsrError('E_PERMISSION', `Permission denied while ${what}${path ? ` (${path})` : ''}.`, {
-      path, cause: error, hint: 'Choose a writable location with --local-dir or --cache-dir, or fix the permissions.',
-    })
-  }
-  return error
-}

@@ -1,7 +1,8 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
-import {MsrError, fromFsError, isMsrError} from '../errors.js'
+import {MsrError, isMsrError} from '../errors.js'
+import {fromFsError} from '../fs/fs-errors.js'
 import {Journal} from '../journal/journal.js'
 import {acquireModelLock, peekModelLock} from '../journal/lock.js'
 import type {JournalDoc} from '../journal/schema.js'

@@ -2,9 +2,9 @@ import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
 import {locationFlags, locationFrom} from '../cli/flags.js'
-import {fromFsError} from '../errors.js'
+import {fromFsError} from '../fs/fs-errors.js'
 import {manifestToJson} from '../integrity/manifest.js'
-import {writeFileDurable} from '../journal/durable-file.js'
+import {writeFileDurable} from '../fs/durable-file.js'
 import {loadModelManifest} from '../verify/manifest-source.js'
 
 export default class Manifest extends BaseCommand {

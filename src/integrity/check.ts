@@ -3,7 +3,7 @@ import os from 'node:os'
 
 import {chunkBounds, loadXxh64} from './chunks.js'
 import {nativeChunkHashing} from './native-addon.js'
-import {readFully} from '../store/read-fully.js'
+import {readFully} from '../fs/read-fully.js'
 import {sha256FileHex} from './sha256.js'
 
 export type CheckLevel = 'size' | 'fast' | 'full'

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises'
 
 import {MsrError} from '../errors.js'
-import {writeFileDurable} from '../journal/durable-file.js'
+import {writeFileDurable} from '../fs/durable-file.js'
 import {parseModelId} from '../store/layout.js'
 import {reservedReason, unsafeReason} from '../store/safe-path.js'
 import type {ExpectedFile} from './check.js'

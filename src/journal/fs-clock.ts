@@ -2,7 +2,7 @@ import {randomBytes} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
-import {FILE_MODE} from './file-modes.js'
+import {FILE_MODE} from '../fs/file-modes.js'
 
 /** `.clock-probe-<pid>-<hex>.tmp`: swept by the next lock holder and by `clean` if a kill leaves one. */
 export const CLOCK_PROBE = /^\.clock-probe-\d+-[0-9a-f]+\.tmp$/

@@ -4,10 +4,11 @@ import path from 'node:path'
 import {Low} from 'lowdb'
 import type {Adapter} from 'lowdb'
 
-import {MsrError, fromFsError, isMsrError} from '../errors.js'
+import {MsrError, isMsrError} from '../errors.js'
+import {fromFsError} from '../fs/fs-errors.js'
 import {JOURNAL_FILE} from '../store/layout.js'
 import {RefusedStateFile, readStateFile} from '../store/state-file.js'
-import {removeStrayTempFiles, writeFileDurable} from './durable-file.js'
+import {removeStrayTempFiles, writeFileDurable} from '../fs/durable-file.js'
 import {emptyJournal, type FileRecord, type JournalDoc} from './schema.js'
 import {validateJournal} from './validate.js'
 

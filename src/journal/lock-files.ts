@@ -1,8 +1,9 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
-import {MsrError, fromFsError} from '../errors.js'
-import {FILE_MODE} from './file-modes.js'
+import {MsrError} from '../errors.js'
+import {fromFsError} from '../fs/fs-errors.js'
+import {FILE_MODE} from '../fs/file-modes.js'
 import {BOOT_ID, type HostIdentity, PID_NS} from './host-identity.js'
 
 /**

@@ -4,8 +4,9 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import {knobs} from '../config.js'
-import {MsrError, fromFsError, isMsrError} from '../errors.js'
-import {DIR_MODE} from './file-modes.js'
+import {MsrError, isMsrError} from '../errors.js'
+import {fromFsError} from '../fs/fs-errors.js'
+import {DIR_MODE} from '../fs/file-modes.js'
 import {CLOCK_PROBE, fsNowMs} from './fs-clock.js'
 import {hostIdentity, samePidSpace} from './host-identity.js'
 import {

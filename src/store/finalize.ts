@@ -1,9 +1,10 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
-import {MsrError, fromFsError} from '../errors.js'
-import {crashPoint} from '../journal/crash-points.js'
-import {fsyncDir} from '../journal/durable-file.js'
+import {MsrError} from '../errors.js'
+import {fromFsError} from '../fs/fs-errors.js'
+import {crashPoint} from '../fs/crash-points.js'
+import {fsyncDir} from '../fs/durable-file.js'
 import {resolveInside} from './safe-path.js'
 
 /**

@@ -3,8 +3,8 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import {MsrError} from '../errors.js'
-import {STRAY_AFTER_MS, isOlderThan, writerIsAlive} from '../journal/durable-file.js'
-import {DIR_MODE, FILE_MODE} from '../journal/file-modes.js'
+import {STRAY_AFTER_MS, isOlderThan, writerIsAlive} from '../fs/durable-file.js'
+import {DIR_MODE, FILE_MODE} from '../fs/file-modes.js'
 import {PARTIAL_DIR, QUARANTINE_DIR} from './layout.js'
 import {O_NOFOLLOW} from './state-file.js'
 

@@ -1,7 +1,7 @@
 import type {FileHandle} from 'node:fs/promises'
 
 import type {SavedSha256State} from '../integrity/sha256.js'
-import {crashPoint} from '../journal/crash-points.js'
+import {crashPoint} from '../fs/crash-points.js'
 import type {Journal} from '../journal/journal.js'
 import type {FileRecord} from '../journal/schema.js'
 import {prefixBytes} from './partial-chunks.js'

@@ -1,7 +1,8 @@
 import {setMaxListeners} from 'node:events'
 import type {FileHandle} from 'node:fs/promises'
 
-import {MsrError, fromFsError, isMsrError} from '../errors.js'
+import {MsrError, isMsrError} from '../errors.js'
+import {fsFailure} from '../fs/fs-errors.js'
 import type {EventSink} from '../events.js'
 import type {Hub} from '../hub/types.js'
 import type {CheckLevel} from '../integrity/check.js'
@@ -389,7 +390,7 @@ export class ChunkedDownload {
         this.maybeCheckpoint(false)
       },
       (error) => {
-        this.writeError ??= diskError(error, `writing the partial of ${this.record.path}`, this.record.path)
+        this.writeError ??= fsFailure(error, 'writing the partial file', this.record.path)
       },
     )
     this.writes.add(write)
@@ -457,7 +458,7 @@ export class ChunkedDownload {
     // and writing, hashing and copying them at every checkpoint cost a fast link 0.3 s per GiB.
     this.checkpointing = this.checkpoint(dueByTime)
       .catch((error) => {
-        this.checkpointError = diskError(error, `saving a checkpoint of ${this.record.path}`, this.record.path)
+        this.checkpointError = fsFailure(error, 'saving a checkpoint', this.record.path)
       })
       .finally(() => {
         this.checkpointing = undefined
@@ -483,7 +484,7 @@ export class ChunkedDownload {
       try {
         await p.written
       } catch (error) {
-        this.writeError ??= diskError(error, `writing the partial of ${this.record.path}`, this.record.path)
+        this.writeError ??= fsFailure(error, 'writing the partial file', this.record.path)
         continue
       }
       if (this.done[p.index] === null) kept.push({index: p.index, data: p.data, xxh64: this.xxh(p.data)})
@@ -517,16 +518,4 @@ export class ChunkedDownload {
   chunkSums(): string[] {
     return this.done.map((c) => c ?? '')
   }
-}
-
-
-
-/**
- * A disk error (ENOSPC, EROFS, EIO) as a non-retryable MsrError. Raw, it would become a retryable
- * E_NETWORK in consume(): a full disk then re-downloaded the same chunk forever.
- */
-function diskError(error: unknown, what: string, repoPath: string): MsrError {
-  if (isMsrError(error)) return error
-  const mapped = fromFsError(error, what, repoPath)
-  return isMsrError(mapped) ? mapped : new MsrError('E_LOCAL', `Failed ${what}: ${(error as Error)?.message ?? String(error)}.`, {path: repoPath, cause: error, hint: 'Check the disk, then run the same command again; it resumes from the last checkpoint.'})
 }

@@ -2,7 +2,7 @@ import type {FileHandle} from 'node:fs/promises'
 
 import {chunkBounds} from '../integrity/chunks.js'
 import type {FileRecord} from '../journal/schema.js'
-import {readFully} from '../store/read-fully.js'
+import {readFully} from '../fs/read-fully.js'
 
 /**
  * The chunks a checkpoint caught half-way (`record.partialChunks`) whose bytes are still on disk as

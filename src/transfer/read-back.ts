@@ -3,7 +3,7 @@ import type {FileHandle} from 'node:fs/promises'
 import {chunkBounds} from '../integrity/chunks.js'
 import {chunkSumsOfOpenFile} from '../integrity/check.js'
 import type {FileRecord} from '../journal/schema.js'
-import {readFully} from '../store/read-fully.js'
+import {readFully} from '../fs/read-fully.js'
 import type {OrderedHasher} from './ordered-hasher.js'
 
 /** Read-back batch for hashing chunks that finished out of order. */

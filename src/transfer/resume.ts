@@ -5,7 +5,7 @@ import {chunkSumsOfOpenFile} from '../integrity/check.js'
 import {chunkBounds} from '../integrity/chunks.js'
 import {createResumableSha256, restoreSha256, type ResumableSha256} from '../integrity/sha256.js'
 import type {FileRecord} from '../journal/schema.js'
-import {readFully} from '../store/read-fully.js'
+import {readFully} from '../fs/read-fully.js'
 import {partialChunksOnDisk, prefixBytes} from './partial-chunks.js'
 
 /**

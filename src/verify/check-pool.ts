@@ -1,7 +1,8 @@
 import os from 'node:os'
 import {Worker} from 'node:worker_threads'
 
-import {type ErrorCode, ErrorCodes, MsrError, fromFsError} from '../errors.js'
+import {type ErrorCode, ErrorCodes, MsrError} from '../errors.js'
+import {fromFsError} from '../fs/fs-errors.js'
 import {type CheckLevel, type ExpectedFile, type FileCheck, checkFile} from '../integrity/check.js'
 import type {CheckReply, CheckRequest} from './check-worker.js'
 

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
-import {fromFsError} from '../errors.js'
+import {fromFsError} from '../fs/fs-errors.js'
 import {TOOL_ENTRIES} from '../store/layout.js'
 
 /**

@@ -16,7 +16,8 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import {MsrError} from '../../errors.js'
-import {fsyncDir} from '../../journal/durable-file.js'
+import {fsyncDir} from '../../fs/durable-file.js'
+import {fsFailure} from '../../fs/fs-errors.js'
 import {parseModelId} from '../../store/layout.js'
 import {RefusedStateFile, readStateFile} from '../../store/state-file.js'
 import {type PythonIndexEntry, assertStr, decodePickle, encodePickleDict, encodePickleIndex} from './pickle-codec.js'
@@ -107,16 +108,10 @@ function errnoOf(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code
 }
 
-function localError(error: unknown, file: string, action: string): MsrError {
-  const code = errnoOf(error)
-  const what = `Could not ${action} ${file}${code ? ` (${code})` : ''}.`
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new MsrError('E_DISK_FULL', what, {cause: error, path: file, hint: 'Free some disk space, then run again.'})
-  }
-  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-    return new MsrError('E_PERMISSION', what, {cause: error, path: file, hint: 'Check that you can write to the model directory.'})
-  }
-  return new MsrError('E_LOCAL', what, {cause: error, path: file})
+const GERUND = {read: 'reading', write: 'writing', create: 'creating', inspect: 'inspecting'} as const
+
+function localError(error: unknown, file: string, action: keyof typeof GERUND): MsrError {
+  return fsFailure(error, `${GERUND[action]} the cache index file`, file)
 }
 
 /**
