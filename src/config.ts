@@ -18,6 +18,8 @@ export interface Knobs {
   lockStaleMs: number
   /** MS_RESUME_CRASH_AT="<point>[:<n>]": tests only, SIGKILL at the n-th pass of a crash point. */
   crashAt: {point: string; count: number} | undefined
+  /** MS_RESUME_MAX_LISTING_PAGES: tests only, the bound on a dataset listing's pages (default 10,000). */
+  maxListingPages: number | undefined
 }
 
 function crashAtKnob(): Knobs['crashAt'] {
@@ -43,6 +45,7 @@ function readKnobs(): Knobs {
     connectTimeoutMs: numberKnob('MS_RESUME_CONNECT_TIMEOUT_MS', 1, 600_000) ?? 10_000,
     lockStaleMs: staleMsFromEnv(process.env),
     crashAt: crashAtKnob(),
+    maxListingPages: numberKnob('MS_RESUME_MAX_LISTING_PAGES', 1, 1_000_000),
   }
 }
 

@@ -12,7 +12,8 @@ import {Journal, assertSameModel} from '../journal/journal.js'
 import {removeStrayTempFiles} from '../fs/durable-file.js'
 import {acquireModelLock} from '../journal/lock.js'
 import {type FileRecord, durableBytes} from '../journal/schema.js'
-import {MANIFEST_FILE, type ModelLocation, modelIdOf} from '../store/layout.js'
+import {isSizeOnly, sameVersion} from '../integrity/size-only.js'
+import {MANIFEST_FILE, type ModelLocation, type RepoKind, modelIdOf, repoLabel} from '../store/layout.js'
 import {assertNoCollisions, assertSafeRepoPath, resolveInside} from '../store/safe-path.js'
 import {prepareStateDir} from '../store/state-dir.js'
 import {RateLimiter, sleep} from '../transfer/rate-limiter.js'
@@ -66,6 +67,7 @@ export interface PlannedFile {
 
 export interface PullSummary {
   modelId: string
+  repoKind: RepoKind
   revision: string
   modelDir: string
   files: number
@@ -73,6 +75,8 @@ export interface PullSummary {
   reusedFiles: number
   repairedFiles: number
   failedFiles: number
+  /** Files the hub listed without a SHA-256: held to their size only (their hash is ours, in the manifest). */
+  sizeOnlyFiles: number
   totalBytes: number
   /** Bytes received over the network. */
   downloadedBytes: number
@@ -108,15 +112,15 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   const totalBytes = files.reduce((n, f) => n + f.size, 0)
 
   const summary: PullSummary = {
-    modelId: opts.modelId, revision, modelDir: location.modelDir, files: files.length,
-    downloadedFiles: 0, reusedFiles: 0, repairedFiles: 0, failedFiles: 0,
+    modelId: opts.modelId, repoKind: hub.repoKind, revision, modelDir: location.modelDir, files: files.length,
+    downloadedFiles: 0, reusedFiles: 0, repairedFiles: 0, failedFiles: 0, sizeOnlyFiles: files.filter(isSizeOnly).length,
     totalBytes, downloadedBytes: 0, reusedBytes: 0, retries: 0, elapsedMs: 0, dryRun: Boolean(opts.dryRun), errors: [],
   }
 
   if (opts.dryRun) {
     // Read-only: the journal is peeked at, nothing is created, locked or written.
     const {doc} = await Journal.peek(location.stateDir)
-    if (doc) assertSameModel(location.stateDir, doc.modelId, opts.modelId)
+    if (doc) assertSameModel(location.stateDir, repoLabel(doc), repoLabel({modelId: opts.modelId, repoKind: hub.repoKind}))
     summary.plan = files.map((f) => planFile(f, doc?.files[f.path]))
     summary.elapsedMs = Math.round(performance.now() - started)
     return summary
@@ -143,7 +147,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   if (signal.aborted) onAbort()
   let journal: Journal | undefined
   try {
-    const opened = await Journal.open(location.stateDir, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision}, {beforeWrite: () => lock.assertHeld()})
+    const opened = await Journal.open(location.stateDir, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, repoKind: hub.repoKind, revision}, {beforeWrite: () => lock.assertHeld()})
     journal = opened.journal
     // A pull killed inside the manifest write leaves `.manifest-v1.json.<pid>.<rand>.tmp` behind,
     // and Journal.open sweeps only its own temp files (a live writer's temp is left alone).
@@ -239,8 +243,10 @@ function selectFiles(listing: HubListing, opts: PullOptions): HubFile[] {
     for (const m of opts.manifest.files) {
       const f = byPath.get(m.path)
       if (!f) problems.push(`${m.path}: gone from the hub`)
-      else if (f.sha256 !== m.sha256 || f.size !== m.size) problems.push(`${m.path}: sha256 ${m.sha256.slice(0, 12)}… size ${m.size} pinned, hub has sha256 ${f.sha256.slice(0, 12)}… size ${f.size}`)
-      if (f) pinned.push(f)
+      else if (isSizeOnly(f) && !sameVersion(m, f)) problems.push(`${m.path}: size ${m.size} commit ${m.commit.slice(0, 12)} pinned, hub has size ${f.size} commit ${f.commit.slice(0, 12)} (and no sha256)`)
+      else if (!isSizeOnly(f) && (f.sha256 !== m.sha256 || f.size !== m.size)) problems.push(`${m.path}: sha256 ${m.sha256.slice(0, 12)}… size ${m.size} pinned, hub has sha256 ${f.sha256.slice(0, 12)}… size ${f.size}`)
+      // A file the hub lists without a hash is held to the pinned one: a pin is exact bytes.
+      if (f) pinned.push(isSizeOnly(f) ? {...f, sha256: m.sha256} : f)
     }
     if (problems.length > 0 && !opts.allowManifestMismatch) {
       throw new MsrError('E_MANIFEST_MISMATCH', `The hub no longer matches the pinned manifest (${problems.length} file${problems.length === 1 ? '' : 's'}): ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; …' : ''}.`, {
@@ -286,7 +292,7 @@ async function writeProblemOfAncestor(dir: string): Promise<unknown> {
 
 /** What a file still needs, from its journal record (a record of another version counts as none). */
 export function planFile(f: HubFile, r: FileRecord | undefined): PlannedFile {
-  const same = r !== undefined && r.sha256 === f.sha256 && r.size === f.size
+  const same = r !== undefined && sameVersion(r, f)
   if (same && r.status === 'complete') return {path: f.path, size: f.size, remainingBytes: 0, state: 'complete'}
   if (same && r.status !== 'pending') return {path: f.path, size: f.size, remainingBytes: f.size - durableBytes(r), state: 'partial'}
   return {path: f.path, size: f.size, remainingBytes: f.size, state: 'new'}
@@ -322,19 +328,23 @@ function seedFromManifest(journal: Journal, manifest: Manifest, files: HubFile[]
 }
 
 async function finishModel(opts: PullOptions, location: ModelLocation, listing: HubListing, files: HubFile[], journal: Journal, revision: string): Promise<void> {
-  if (!opts.repairFromManifest) await writeModelManifest(opts, location, files, journal, revision)
+  if (!opts.repairFromManifest) await writeModelManifest(opts, location, files, journal, revision, listing)
   await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files}, emit: opts.emit})
 }
 
-async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string): Promise<void> {
+async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string, listing: HubListing): Promise<void> {
+  // From the listing: a pinned pull holds a size-only file to the pin's hash, but the hub still gave none.
+  const listedSizeOnly = new Set(listing.files.filter(isSizeOnly).map((f) => f.path))
   const manifest = buildManifest({
     hub: opts.hub.name,
     endpoint: opts.hub.endpoint,
     modelId: modelIdOf(location),
+    repoKind: opts.hub.repoKind,
     revision,
     files: files.map((f) => {
       const r = journal.get(f.path)!
-      return {path: f.path, size: f.size, sha256: f.sha256, commit: f.commit, chunkSizeBytes: r.chunkSizeBytes, xxh64: r.chunks.map((c) => c ?? '')}
+      const sizeOnly = listedSizeOnly.has(f.path) ? {sizeOnly: true as const} : {}
+      return {path: f.path, size: f.size, sha256: r.sha256 || r.observedSha256 || f.sha256, ...sizeOnly, commit: f.commit, chunkSizeBytes: r.chunkSizeBytes, xxh64: r.chunks.map((c) => c ?? '')}
     }),
   })
   await writeManifest(path.join(location.stateDir, MANIFEST_FILE), manifest)
