@@ -505,7 +505,7 @@ interface ModelState {
   branches: Array<{Revision: string; CreatedAt: number}>
   tags: Array<{Revision: string; CreatedAt: number}>
   /** Set for a dataset. */
-  dataset?: {numericId: number; paging: NonNullable<EmulatorDatasetSpec['paging']>; listings: Map<string, Array<Record<string, unknown>>>}
+  dataset?: {numericId: number; paging: NonNullable<EmulatorDatasetSpec['paging']>; listings: Map<string, Array<Record<string, unknown>>>; pageFailures: Map<number, {status: number; left: number}>}
 }
 
 function fkey(repo: string, path: string): string {
@@ -632,7 +632,7 @@ export class HubEmulator {
       files: new Map(),
       branches: branchNames.map((b, i) => ({Revision: b, CreatedAt: BASE_DATE + i * 86400})),
       tags: (spec.tags ?? []).map((t, i) => ({Revision: t, CreatedAt: BASE_DATE + 3600 + i * 86400})),
-      dataset: {numericId, paging: spec.paging ?? 'normal', listings: new Map()},
+      dataset: {numericId, paging: spec.paging ?? 'normal', listings: new Map(), pageFailures: new Map()},
     })
     for (const f of spec.files) this.addFile(key, f)
     const ga = spec.gitattributes ?? true
@@ -644,6 +644,11 @@ export class HubEmulator {
   /** `Data.Id` of a dataset. */
   datasetIdOf(id: string): number {
     return this.model(datasetKey(id)).dataset!.numericId
+  }
+
+  /** The next `times` requests for listing page `page` of a dataset answer `status` (default 503). */
+  failTreePage(id: string, page: number, times: number, status = 503): void {
+    this.model(datasetKey(id)).dataset!.pageFailures.set(page, {status, left: times})
   }
 
   /** How a dataset's listing pages behave from now on. */
@@ -1061,6 +1066,11 @@ export class HubEmulator {
     const pageSize = Math.max(1, Number.parseInt(q.get('PageSize') ?? '100', 10) || 100)
     entry.page = pageNumber
     entry.pageSize = pageSize
+    const failure = dataset.dataset!.pageFailures.get(pageNumber)
+    if (failure && failure.left > 0) {
+      failure.left--
+      return this.sendJson(req, res, entry, failure.status, envelope(failure.status, null, `page ${pageNumber} failed on purpose`))
+    }
     const recursive = /^true$/i.test(q.get('Recursive') ?? 'False')
     const root = (q.get('Root') ?? '').replace(/^\/+|\/+$/g, '')
     const key = `${recursive}\u0000${root}`

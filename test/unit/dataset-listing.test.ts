@@ -2,6 +2,9 @@ import {expect} from 'chai'
 
 import {MsrError} from '../../src/errors.js'
 import {DatasetListing, readDatasetPages} from '../../src/hub/modelscope/dataset-listing.js'
+import {ModelScopeHub} from '../../src/hub/modelscope/modelscope-hub.js'
+import {DEFAULT_RETRY_POLICY} from '../../src/transfer/retry-policy.js'
+import {HubEmulator} from '../support/emulator.js'
 
 const SHA = 'a'.repeat(64)
 const REV = 'b'.repeat(40)
@@ -133,5 +136,46 @@ describe('reading dataset pages', () => {
     }, {maxPages: 5}).catch((e) => (err = e))
     expect((err as MsrError).message).to.match(/did not end after 5 full pages/)
     expect(Math.max(...asked), 'no page asked past the bound').to.equal(5)
+  })
+})
+
+describe('ModelScopeHub dataset listing against the emulator', function () {
+  this.timeout(30_000)
+  let emu: HubEmulator
+  const ID = 'acme/pages'
+  const files = Array.from({length: 250}, (_, i) => ({path: `f${String(i).padStart(3, '0')}`, size: 1}))
+  const hub = (retries: number) => new ModelScopeHub({endpoint: emu.url, timeoutMs: 5000, maxRetryAfterMs: 1000, repoKind: 'dataset', policy: {...DEFAULT_RETRY_POLICY, maxRetries: retries, baseDelayMs: 5, maxDelayMs: 20}})
+  const asked = (page: number) => emu.log.filter((e) => e.route === 'tree' && e.page === page).length
+
+  beforeEach(async () => {
+    emu = await HubEmulator.start({datasets: [{id: ID, files, gitattributes: false}]})
+  })
+  afterEach(async () => emu.stop())
+
+  it('a failing page is retried on its own: the pages before it are not listed again', async () => {
+    emu.failTreePage(ID, 2, 2)
+    const listing = await hub(5).listFiles(ID, 'master')
+    expect(listing.files).to.have.length(250)
+    expect(asked(1)).to.equal(1)
+    expect(asked(2)).to.equal(3)
+  })
+
+  it('once its retries are spent the error is final (not retryable again by the caller, who would list every page again)', async () => {
+    emu.failTreePage(ID, 3, 10)
+    let err: unknown
+    await hub(2).listFiles(ID, 'master').catch((e) => (err = e))
+    expect(err).to.be.instanceOf(MsrError)
+    expect((err as MsrError).code).to.equal('E_NETWORK')
+    expect((err as MsrError).retryable).to.equal(false)
+    expect(asked(3)).to.equal(3)
+  })
+
+  it('listings asked for while one is on its way share it; one asked for later is a new one', async () => {
+    const h = hub(0)
+    const [a, b] = await Promise.all([h.listFiles(ID, 'master'), h.listFiles(ID, 'master')])
+    expect(a).to.equal(b)
+    expect(asked(1)).to.equal(1)
+    await h.listFiles(ID, 'master')
+    expect(asked(1)).to.equal(2)
   })
 })

@@ -50,6 +50,8 @@ export class ModelScopeHub implements Hub {
   readonly endpoint: string
   readonly repoKind: RepoKind
   private readonly origin: string
+  /** Dataset listings on their way: shared by whoever asks meanwhile. */
+  private readonly datasetListings = new Map<string, Promise<HubListing>>()
 
   constructor(private readonly opts: ModelScopeHubOptions) {
     this.endpoint = opts.endpoint
@@ -110,7 +112,22 @@ export class ModelScopeHub implements Hub {
    * page 1 together with the info (one round trip less). Every file is kept, `.gitattributes`
    * too: the official client's dataset download fetches it, and must find it present.
    */
-  private async listDataset(datasetId: string, revision: string, signal?: AbortSignal): Promise<HubListing> {
+  /**
+   * A pull lists again whenever a file's ETag changes (CDNs and mirrors name one file differently);
+   * for 100,000 files that is 1,000 pages, and files resuming together would each list them. They
+   * share one listing in flight; a listing asked for after it ended is a new one (it judges a change).
+   */
+  private listDataset(datasetId: string, revision: string, signal?: AbortSignal): Promise<HubListing> {
+    const key = `${datasetId}\u0000${revision}`
+    const pending = this.datasetListings.get(key)
+    if (pending) return pending
+    const listing = this.readDataset(datasetId, revision, signal)
+    this.datasetListings.set(key, listing)
+    void listing.catch(() => {}).finally(() => this.datasetListings.delete(key))
+    return listing
+  }
+
+  private async readDataset(datasetId: string, revision: string, signal?: AbortSignal): Promise<HubListing> {
     const maxPages = knobs.maxListingPages ?? MAX_LISTING_PAGES
     const listing = new DatasetListing(datasetId, DATASET_PAGE_SIZE, maxPages)
     const page = (pageNumber: number, pageSignal: AbortSignal) => {
