@@ -7,7 +7,7 @@ import {hubFlags, hubFrom, locationFlags, locationFrom, retryPolicyFrom} from '.
 import {ExitCode, MsrError, isMsrError} from '../errors.js'
 import {CHECK_LEVELS, type CheckLevel} from '../integrity/check.js'
 import {readManifest} from '../integrity/manifest.js'
-import {withRetries} from '../pull/pull.js'
+import {withRetries} from '../transfer/with-retries.js'
 import {createReporter, outputMode} from '../ui/reporter.js'
 import {verifyReportLines} from '../ui/verify-report.js'
 import {defaultThreads} from '../verify/check-pool.js'
