@@ -4,7 +4,7 @@ import path from 'node:path'
 
 import {MsrError, isMsrError} from '../errors.js'
 import {fromFsError} from '../fs/fs-errors.js'
-import type {EventSink} from '../events.js'
+import type {EndpointFailover, EventSink} from '../events.js'
 import type {Hub, HubFile, HubListing} from '../hub/types.js'
 import type {CheckLevel} from '../integrity/check.js'
 import {type Manifest, buildManifest, writeManifest} from '../integrity/manifest.js'
@@ -82,6 +82,9 @@ export interface PullSummary {
   dryRun: boolean
   plan?: PlannedFile[]
   errors: Array<{path: string; code: string; message: string}>
+  /** The endpoint in use at the end (the last one failed over to). */
+  endpoint: string
+  failovers: EndpointFailover[]
 }
 
 /** Above this size a file is fetched over several connections unless --connections says otherwise. */
@@ -97,13 +100,15 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   const {hub, location, signal} = opts
   const policy = opts.policy ?? DEFAULT_RETRY_POLICY
   let retries = 0
+  const failovers: EndpointFailover[] = []
   const emit: EventSink = (event) => {
     if (event.type === 'retry') retries++
+    if (event.type === 'failover') failovers.push({from: event.from, to: event.to, code: event.code, reason: event.reason, path: event.path})
     opts.emit(event)
   }
   const revision = opts.manifest && opts.revision === 'master' ? opts.manifest.revision : opts.revision
   emit({type: 'listing', modelId: opts.modelId, revision, endpoint: hub.endpoint})
-  const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal), policy, signal, emit)
+  const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal, emit), policy, signal, emit)
   const files = selectFiles(listing, opts)
   const totalBytes = files.reduce((n, f) => n + f.size, 0)
 
@@ -111,6 +116,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     modelId: opts.modelId, revision, modelDir: location.modelDir, files: files.length,
     downloadedFiles: 0, reusedFiles: 0, repairedFiles: 0, failedFiles: 0,
     totalBytes, downloadedBytes: 0, reusedBytes: 0, retries: 0, elapsedMs: 0, dryRun: Boolean(opts.dryRun), errors: [],
+    endpoint: hub.endpoint, failovers,
   }
 
   if (opts.dryRun) {
@@ -171,7 +177,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
         return size >= SEGMENTED_THRESHOLD_BYTES ? {connections: AUTO_CONNECTIONS, adaptive: true} : {connections: 1, adaptive: false}
       },
       relist: async (filePath) => {
-        const fresh = await withRetries(() => hub.listFiles(opts.modelId, revision, run.signal), policy, run.signal, emit)
+        const fresh = await withRetries(() => hub.listFiles(opts.modelId, revision, run.signal, emit), policy, run.signal, emit)
         return fresh.files.find((f) => f.path === filePath)
       },
     }
@@ -214,6 +220,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
       await finishModel(opts, location, listing, files, journal, revision)
     }
     summary.retries = retries
+    summary.endpoint = hub.endpoint
     summary.elapsedMs = Math.round(performance.now() - started)
     const firstError = outcomes.find((o) => o instanceof MsrError) as MsrError | undefined
     if (firstError) throw Object.assign(firstError, {summary})
