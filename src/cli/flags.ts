@@ -17,7 +17,7 @@ export const locationFlags = {
 /** Talking to the hub. */
 export const hubFlags = {
   endpoint: Flags.string({
-    description: 'Hub base URL [env: MODELSCOPE_ENDPOINT, or MODELSCOPE_DOMAIN as a host] (default https://www.modelscope.cn). Repeat it to name fallbacks in order of preference (they replace the environment\'s): an endpoint that refuses, fails TLS, or answers 5xx or stalls until its retries run out hands the work to the next; a partial file goes on there when that endpoint lists the same sha256 and size.',
+    description: 'Hub base URL [env: MODELSCOPE_ENDPOINT, or MODELSCOPE_DOMAIN as a host] (default https://www.modelscope.cn). Repeat it for fallbacks, in order: a dead endpoint hands over to the next.',
     helpValue: 'URL', multiple: true, multipleNonGreedy: true,
   }),
   token: Flags.string({description: 'Access token for private models [env: MODELSCOPE_API_TOKEN]. Sent only to the endpoints named (never to a CDN they redirect to), never stored or printed.', helpValue: 'TOKEN'}),

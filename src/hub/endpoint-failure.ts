@@ -57,7 +57,6 @@ export function shortReason(error: unknown): string {
   const message = String((error as Error)?.message ?? error)
   const status = /\bHTTP (\d{3})\b/.exec(message)
   if (status) return `HTTP ${status[1]}`
-  if (isMsrError(error) && error.code === 'E_TIMEOUT') return 'no answer in time'
   const text = message.replace(/^Gave up on .*? without progress: /, '').replace(/\.$/, '')
   return text.length > 80 ? `${text.slice(0, 79)}…` : text
 }

@@ -29,6 +29,8 @@ const TIMEOUT_S = 30
 
 type JsonEvent = {type: string; [k: string]: unknown}
 
+const escaped = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
 function eventsOf(res: CliResult): JsonEvent[] {
   return res.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as JsonEvent)
 }
@@ -246,6 +248,11 @@ for (const kind of TRANSPORTS) describe(`endpoint failover over ${kind}`, functi
     expect(res.code, res.stderr).to.equal(0)
     await expectExact(dir, b)
     expect(res.stderr).not.to.contain(TOKEN)
+    const lines = res.stderr.split('\n')
+    const failoverLines = lines.filter((l) => l.startsWith('failover: '))
+    expect(failoverLines, 'the failover is one line').to.have.length(1)
+    expect(failoverLines[0]).to.match(new RegExp(`^failover: ${escaped(a.url)} failed on ${escaped(BIG)} \\(.+\\) \\[E_[A-Z]+\\]; going on with ${escaped(b.url)}$`))
+    expect(lines, 'the summary says which endpoint served').to.include(`served by ${b.url} after 1 failover (${a.url})`)
 
     const carriesToken = (h: http.IncomingHttpHeaders) => JSON.stringify([h.authorization ?? '', h.cookie ?? '']).includes(TOKEN)
     for (const [name, emu] of [['first', a], ['second', b]] as const) {
