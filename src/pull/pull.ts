@@ -329,8 +329,14 @@ function seedFromManifest(journal: Journal, manifest: Manifest, files: HubFile[]
 }
 
 async function finishModel(opts: PullOptions, location: ModelLocation, listing: HubListing, files: HubFile[], journal: Journal, revision: string): Promise<void> {
-  if (!opts.repairFromManifest) await writeModelManifest(opts, location, files, journal, revision)
-  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files}, emit: opts.emit})
+  // What was verified: a file that changed on the way (or that the endpoint failed over to lists
+  // in another version) is recorded as downloaded, not as first listed.
+  const verified = files.map((f) => {
+    const r = journal.get(f.path)
+    return r ? {...f, size: r.size, sha256: r.sha256, commit: r.commit} : f
+  })
+  if (!opts.repairFromManifest) await writeModelManifest(opts, location, verified, journal, revision)
+  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit})
 }
 
 async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string): Promise<void> {

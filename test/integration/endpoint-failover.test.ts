@@ -130,11 +130,11 @@ for (const kind of TRANSPORTS) describe(`endpoint failover over ${kind}`, functi
     return emu
   }
 
-  async function pull(endpoints: string[], args: string[] = [], env: Record<string, string | undefined> = {}) {
+  async function pull(endpoints: string[], args: string[] = [], env: Record<string, string | undefined> = {}, limits = {retries: RETRIES, timeoutS: TIMEOUT_S}) {
     const dir = path.join(home, 'out')
     const started = Date.now()
     const res = await runCli(
-      ['pull', MODEL, ...endpoints.flatMap((e) => ['--endpoint', e]), '--local-dir', dir, '--retries', String(RETRIES), '--timeout', String(TIMEOUT_S), ...args],
+      ['pull', MODEL, ...endpoints.flatMap((e) => ['--endpoint', e]), '--local-dir', dir, '--retries', String(limits.retries), '--timeout', String(limits.timeoutS), ...args],
       {env: testEnv(home, {...t.env, MS_RESUME_CONNECT_TIMEOUT_MS: String(CONNECT_TIMEOUT_MS), ...env}), timeoutMs: 110_000},
     )
     return {res, dir, ms: Date.now() - started, events: eventsOf(res)}
@@ -175,6 +175,21 @@ for (const kind of TRANSPORTS) describe(`endpoint failover over ${kind}`, functi
     const summary = summaryOf(events)
     expect(summary.endpoint).to.equal(b.url)
     expect(summary.failovers.map((f) => [f.from, f.to])).to.deep.equal([[a.url, b.url]])
+  })
+
+  it('mid-file stall: the first endpoint stops sending after CUT bytes and never recovers; after its retries the file goes on at the second from CUT', async () => {
+    const a = await emulator()
+    a.setFaults(MODEL, BIG, [{kind: 'stall', afterBytes: CUT}])
+    a.setDefaultFault(MODEL, BIG, {kind: 'stall'})
+    const b = await emulator()
+    const {res, dir, events} = await pull([a.url, b.url], ['--json', '--connections', '1'], {}, {retries: 2, timeoutS: 1})
+    expect(res.code, res.stderr + res.stdout.slice(-2000)).to.equal(0)
+    await expectExact(dir, b)
+    expect(a.contentRequests(MODEL, BIG), 'the first endpoint: the cut request and its retries').to.have.length(3)
+    expect(b.contentRequests(MODEL, BIG).map((e) => e.rangeStart)).to.deep.equal([CUT])
+    const moves = failoversOf(events)
+    expect(moves).to.have.length(1)
+    expect(moves[0]).to.include({from: a.url, to: b.url, path: BIG, code: 'E_TIMEOUT'})
   })
 
   it('from the start: a refused first endpoint is left at once (no retry), the pull runs on the second', async () => {
@@ -238,6 +253,11 @@ for (const kind of TRANSPORTS) describe(`endpoint failover over ${kind}`, functi
     expect(await exists(statePaths(dir).quarantine), 'nothing quarantined').to.equal(false)
     const done = events.find((e) => e.type === 'file-done' && e.path === BIG)
     expect(done?.sha256).to.equal(b.sha256Of(MODEL, BIG))
+    // The model's manifest records what was verified: the second endpoint's version.
+    const manifest = JSON.parse(await fs.readFile(statePaths(dir).manifest, 'utf8')) as {files: Array<{path: string; sha256: string; size: number}>}
+    expect(manifest.files.find((f) => f.path === BIG)?.sha256).to.equal(b.sha256Of(MODEL, BIG))
+    const verify = await runCli(['verify', MODEL, '--local-dir', dir, '--level', 'full'], {env: testEnv(home, t.env)})
+    expect(verify.code, verify.stdout + verify.stderr).to.equal(0)
   })
 
   it('the token goes only to the origins named with --endpoint: never to their CDN origin, never to MODELSCOPE_ENDPOINT when --endpoint is given', async () => {
