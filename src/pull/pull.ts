@@ -14,6 +14,7 @@ import {MANIFEST_FILE, type ModelLocation, modelIdOf} from '../store/layout.js'
 import {prepareStateDir} from '../store/state-dir.js'
 import {RateLimiter} from '../transfer/rate-limiter.js'
 import {DEFAULT_RETRY_POLICY, type RetryPolicy} from '../transfer/retry-policy.js'
+import {preconnect} from '../transfer/http-body.js'
 import {withRetries} from '../transfer/with-retries.js'
 import {type JobContext, newRecord, pullOneFile} from './file-job.js'
 import {PullSession} from './pull-session.js'
@@ -78,6 +79,8 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   }
   const revision = opts.manifest && opts.revision === 'master' ? opts.manifest.revision : opts.revision
   emit({type: 'listing', modelId: opts.modelId, revision, endpoint: hub.endpoint})
+  // The first file request's TCP and TLS handshakes, paid while the hub lists the files.
+  if (!opts.dryRun) preconnect(hub.endpoint)
   const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal, emit), policy, signal, emit)
   const files = selectFiles(listing, {...opts, modelDir: location.modelDir})
   const totalBytes = files.reduce((n, f) => n + f.size, 0)

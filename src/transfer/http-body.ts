@@ -103,6 +103,21 @@ export async function openBody(opts: OpenOptions): Promise<OpenedResponse> {
   }
 }
 
+/**
+ * Warms a connection to `url`'s origin for the first file request, when the onread reader will
+ * carry it (no proxy, MS_RESUME_HTTP_CLIENT not `undici`).
+ */
+export function preconnect(url: string): void {
+  let target: URL
+  try {
+    target = new URL(url)
+  } catch {
+    return
+  }
+  if (!['http:', 'https:'].includes(target.protocol) || dispatcherFor(target) !== direct || knobs.httpClient !== 'raw') return
+  defaultRaw().preconnect(target)
+}
+
 /** One hop: through the onread reader where it applies, else (or when it declines the reply) undici. */
 async function request(url: URL, headers: Record<string, string>, opts: OpenOptions): Promise<Reply> {
   const dispatcher = opts.dispatcher ?? dispatcherFor(url)

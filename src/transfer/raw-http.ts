@@ -86,6 +86,7 @@ class Conn {
 export class RawHttpClient {
   private readonly idle = new Map<string, Conn[]>()
   private readonly sessions = new Map<string, Buffer>()
+  private readonly warming = new Set<string>()
 
   constructor(private readonly o: RawHttpOptions) {}
 
@@ -108,6 +109,18 @@ export class RawHttpClient {
     return this.exchange(conn, request, signal, headersTimeoutMs).catch((error: unknown) => {
       throw error instanceof StaleConnection ? error.cause : error
     })
+  }
+
+  /**
+   * Opens a connection (TCP and TLS) to `url`'s origin and keeps it idle for the next request: on
+   * a long link the first file request then skips two or three round trips, paid while the hub
+   * lists the files. Failures are silent (the request itself will meet them).
+   */
+  preconnect(url: URL): void {
+    const key = `${url.protocol}//${url.host}`
+    if ((this.idle.get(key)?.length ?? 0) > 0 || this.warming.has(key)) return
+    this.warming.add(key)
+    this.connect(url, key, undefined, true).then((conn) => this.release(conn), () => {}).finally(() => this.warming.delete(key))
   }
 
   /** Closes every idle connection. */
@@ -142,7 +155,8 @@ export class RawHttpClient {
     conn.socket.resume()
   }
 
-  private connect(url: URL, key: string, signal: AbortSignal | undefined): Promise<Conn> {
+  /** `background`: holds nothing open (a preconnect must not keep the process alive). */
+  private connect(url: URL, key: string, signal: AbortSignal | undefined, background = false): Promise<Conn> {
     const conn = new Conn(key)
     const host = url.hostname.replace(/^\[(.*)\]$/, '$1')
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80)
@@ -182,6 +196,10 @@ export class RawHttpClient {
       socket.on('error', (error) => conn.lost(error))
       socket.on('close', () => conn.lost(new RawHttpError('Connection closed early.', 'ERAW_CLOSED')))
       const timer = setTimeout(() => fail(new RawHttpError(`Connecting to ${url.host} took longer than ${this.o.connectTimeoutMs} ms.`, 'ETIMEDOUT')), this.o.connectTimeoutMs)
+      if (background) {
+        socket.unref()
+        timer.unref()
+      }
       if (signal?.aborted) return onAbort()
       signal?.addEventListener('abort', onAbort, {once: true})
     })

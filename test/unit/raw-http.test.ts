@@ -115,6 +115,18 @@ describe('raw-http: the onread body reader', function () {
       if (kind === 'https') expect(server.resumed).to.deep.equal([false, true])
     })
 
+    it(`${kind}: preconnect opens the connection ahead; the first request then uses it`, async () => {
+      server = await scripted(kind, ({request}) => ({write: ok(`reply ${request}`)}))
+      client.preconnect(new URL(server.url))
+      client.preconnect(new URL(server.url))
+      for (let i = 0; i < 50 && server.connections === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+      expect(server.connections, 'connected before any request').to.equal(1)
+      expect(server.requests).to.deep.equal([])
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect((await readAll(client, server.url)).text).to.equal('reply 0')
+      expect(server.connections).to.equal(1)
+    })
+
     it(`${kind}: a connection the server closed while idle is replaced without an error`, async () => {
       server = await scripted(kind, ({request}) => ({write: ok(`reply ${request}`), close: true}))
       expect((await readAll(client, server.url)).text).to.equal('reply 0')
