@@ -4,6 +4,15 @@
  */
 import type {RepoKind} from './store/layout.js'
 
+/** The pull left endpoint `from` for `to` (`--endpoint` repeated): `from` failed with `code` while serving `path` ('' = the listing). */
+export interface EndpointFailover {
+  from: string
+  to: string
+  code: string
+  reason: string
+  path: string
+}
+
 export type PullEvent =
   /** `repoKind` is set (`dataset`) for a dataset only. */
   | {type: 'listing'; modelId: string; repoKind?: RepoKind; revision: string; endpoint: string}
@@ -20,6 +29,7 @@ export type PullEvent =
   | {type: 'file-done'; path: string; size: number; downloadedBytes: number; reused: boolean; sha256: string; repaired?: boolean}
   | {type: 'file-error'; path: string; code: string; message: string}
   | {type: 'warning'; message: string; path?: string}
+  | ({type: 'failover'} & EndpointFailover)
 
 export type EventSink = (event: PullEvent) => void
 

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import {MsrError, isMsrError} from '../errors.js'
-import type {EventSink} from '../events.js'
+import type {EndpointFailover, EventSink} from '../events.js'
 import {formatBytes} from '../format.js'
 import {fromFsError} from '../fs/fs-errors.js'
 import type {Hub, HubFile, HubListing} from '../hub/types.js'
@@ -15,6 +15,7 @@ import {MANIFEST_FILE, type ModelLocation, modelIdOf, repoLabel} from '../store/
 import {prepareStateDir} from '../store/state-dir.js'
 import {RateLimiter} from '../transfer/rate-limiter.js'
 import {DEFAULT_RETRY_POLICY, type RetryPolicy} from '../transfer/retry-policy.js'
+import {preconnect} from '../transfer/http-body.js'
 import {withRetries} from '../transfer/with-retries.js'
 import {type JobContext, newRecord, pullOneFile} from './file-job.js'
 import {PullSession} from './pull-session.js'
@@ -71,16 +72,23 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   const {hub, location, signal} = opts
   const policy = opts.policy ?? DEFAULT_RETRY_POLICY
   let retries = 0
+  const failovers: EndpointFailover[] = []
   const emit: EventSink = (event) => {
     if (event.type === 'retry') retries++
+    if (event.type === 'failover') failovers.push({from: event.from, to: event.to, code: event.code, reason: event.reason, path: event.path})
     opts.emit(event)
   }
   const revision = opts.manifest && opts.revision === 'master' ? opts.manifest.revision : opts.revision
   emit({type: 'listing', modelId: opts.modelId, revision, endpoint: hub.endpoint})
-  const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal), policy, signal, emit)
+  // The first file request's TCP and TLS handshakes, paid while the hub lists the files.
+  if (!opts.dryRun) preconnect(hub.endpoint)
+  const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal, emit), policy, signal, emit)
   const files = selectFiles(listing, {...opts, modelDir: location.modelDir})
   const totalBytes = files.reduce((n, f) => n + f.size, 0)
-  const summary = emptySummary({modelId: opts.modelId, repoKind: hub.repoKind, revision, modelDir: location.modelDir, files: files.length, sizeOnlyFiles: files.filter(isSizeOnly).length, totalBytes, dryRun: Boolean(opts.dryRun)})
+  const summary = emptySummary({
+    modelId: opts.modelId, repoKind: hub.repoKind, revision, modelDir: location.modelDir, files: files.length, sizeOnlyFiles: files.filter(isSizeOnly).length,
+    totalBytes, dryRun: Boolean(opts.dryRun), endpoint: hub.endpoint, failovers,
+  })
 
   if (opts.dryRun) {
     // Read-only: the journal is peeked at, nothing is created, locked or written.
@@ -127,7 +135,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     await journal.flush()
     const firstError = outcomes.find((o) => o instanceof MsrError)
     if (!firstError) await finishModel(opts, location, listing, files, journal, revision)
-    const result = summarize(summary, outcomes, retries, performance.now() - started)
+    const result = {...summarize(summary, outcomes, retries, performance.now() - started), endpoint: hub.endpoint}
     if (firstError) throw Object.assign(firstError, {summary: result})
     return result
   } catch (error) {
@@ -155,7 +163,7 @@ function jobContext(opts: PullOptions, o: Pick<JobContext, 'revision' | 'journal
       return size >= SEGMENTED_THRESHOLD_BYTES ? {connections: AUTO_CONNECTIONS, adaptive: true} : {connections: 1, adaptive: false}
     },
     relist: async (filePath) => {
-      const fresh = await withRetries(() => hub.listFiles(opts.modelId, o.revision, o.signal), o.policy, o.signal, o.emit)
+      const fresh = await withRetries(() => hub.listFiles(opts.modelId, o.revision, o.signal, o.emit), o.policy, o.signal, o.emit)
       return fresh.files.find((f) => f.path === filePath)
     },
   }
@@ -218,8 +226,14 @@ function seedFromManifest(journal: Journal, manifest: Manifest, files: HubFile[]
 }
 
 async function finishModel(opts: PullOptions, location: ModelLocation, listing: HubListing, files: HubFile[], journal: Journal, revision: string): Promise<void> {
-  if (!opts.repairFromManifest) await writeModelManifest(opts, location, files, journal, revision, listing)
-  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files}, emit: opts.emit})
+  // What was verified: a file that changed on the way (or that the endpoint failed over to lists
+  // in another version) is recorded as downloaded, not as first listed.
+  const verified = files.map((f) => {
+    const r = journal.get(f.path)
+    return r ? {...f, size: r.size, sha256: r.sha256, commit: r.commit} : f
+  })
+  if (!opts.repairFromManifest) await writeModelManifest(opts, location, verified, journal, revision, listing)
+  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit})
 }
 
 async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string, listing: HubListing): Promise<void> {

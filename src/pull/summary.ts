@@ -1,4 +1,5 @@
 import {MsrError} from '../errors.js'
+import type {EndpointFailover} from '../events.js'
 import type {RepoKind} from '../store/layout.js'
 import type {FileOutcome} from './file-job.js'
 
@@ -31,10 +32,13 @@ export interface PullSummary {
   dryRun: boolean
   plan?: PlannedFile[]
   errors: Array<{path: string; code: string; message: string}>
+  /** The endpoint in use at the end (the last one failed over to). */
+  endpoint: string
+  failovers: EndpointFailover[]
 }
 
 /** A summary before any file ran. */
-export function emptySummary(o: {modelId: string; repoKind: RepoKind; revision: string; modelDir: string; files: number; sizeOnlyFiles: number; totalBytes: number; dryRun: boolean}): PullSummary {
+export function emptySummary(o: {modelId: string; repoKind: RepoKind; revision: string; modelDir: string; files: number; sizeOnlyFiles: number; totalBytes: number; dryRun: boolean; endpoint: string; failovers: EndpointFailover[]}): PullSummary {
   return {
     ...o, downloadedFiles: 0, reusedFiles: 0, repairedFiles: 0, failedFiles: 0,
     downloadedBytes: 0, reusedBytes: 0, retries: 0, elapsedMs: 0, errors: [],

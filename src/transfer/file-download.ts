@@ -48,6 +48,12 @@ export interface TransferOptions {
    * partial, the final SHA-256 decides); false when the file really changed.
    */
   listingUnchanged?: () => Promise<boolean>
+  /**
+   * Asked when a request failed before any reply (refused, TLS, no answer in time), with the count
+   * of attempts without progress: true stops this file's download at once instead of spending the
+   * retries (another endpoint is named: failover is quicker than backoff on a dead one).
+   */
+  giveUpNow?: (error: MsrError, failuresWithoutProgress: number) => boolean
 }
 
 /**

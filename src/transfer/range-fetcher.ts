@@ -9,7 +9,7 @@ import {nextDelayMs} from './retry-policy.js'
 import {readSegmentBody} from './segment-reader.js'
 import type {Segment} from './segment-planner.js'
 
-export interface RangeFetcherOptions extends Pick<TransferOptions, 'hub' | 'modelId' | 'revision' | 'emit' | 'policy' | 'limiter' | 'idleTimeoutMs' | 'minBytesPerSec' | 'listingUnchanged'> {
+export interface RangeFetcherOptions extends Pick<TransferOptions, 'hub' | 'modelId' | 'revision' | 'emit' | 'policy' | 'limiter' | 'idleTimeoutMs' | 'minBytesPerSec' | 'listingUnchanged' | 'giveUpNow'> {
   record: FileRecord
   /** The download's signal: aborted on Ctrl-C and when another connection failed for good. */
   signal: AbortSignal
@@ -42,8 +42,9 @@ export class RangeFetcher {
     while (seg.next < seg.end) {
       if (o.signal.aborted) throw abortError(o.signal)
       const before = asm.position
+      const attempt = {replied: false}
       try {
-        await this.request(seg, asm, retrying)
+        await this.request(seg, asm, retrying, attempt)
         retrying = false
       } catch (error) {
         retrying = true
@@ -55,6 +56,7 @@ export class RangeFetcher {
         const progressed = asm.position > before || seg.next >= seg.end
         if (progressed) this.failuresWithoutProgress = 0
         this.failuresWithoutProgress++
+        if (!attempt.replied && o.giveUpNow?.(error, this.failuresWithoutProgress)) throw error
         if (this.failuresWithoutProgress > o.policy.maxRetries) {
           // The last failure's code (E_PROTOCOL, E_TIMEOUT, ...): a misbehaving server is not a bad network.
           throw new MsrError(error.code, `Gave up on ${o.record.path} after ${o.policy.maxRetries} retries without progress: ${error.message}`, {
@@ -69,7 +71,7 @@ export class RangeFetcher {
   }
 
   /** One ranged request for the rest of `seg`, from the exact next byte it needs. */
-  private async request(seg: Segment, asm: BlockAssembler, retrying: boolean): Promise<void> {
+  private async request(seg: Segment, asm: BlockAssembler, retrying: boolean, attempt: {replied: boolean}): Promise<void> {
     const {o} = this
     const {record} = o
     const hubUrl = o.hub.fileUrl(o.modelId, o.revision, record.path)
@@ -92,6 +94,7 @@ export class RangeFetcher {
         headersTimeoutMs: o.idleTimeoutMs,
         maxRetryAfterMs: o.policy.maxRetryAfterMs,
       })
+      attempt.replied = true
       o.onHead()
       const verdict = judgeRangeReply({
         status: res.status,

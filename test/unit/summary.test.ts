@@ -7,7 +7,7 @@ import {emptySummary, summarize} from '../../src/pull/summary.js'
 const outcome = (o: Partial<FileOutcome> & {path: string; size: number}): FileOutcome => ({downloadedBytes: 0, reused: false, repaired: false, ...o})
 
 describe('pull summary: a pure fold of the files\' outcomes', () => {
-  const start = emptySummary({modelId: 'o/m', revision: 'master', modelDir: '/m', files: 5, totalBytes: 1000, dryRun: false})
+  const start = emptySummary({modelId: 'o/m', revision: 'master', modelDir: '/m', files: 5, totalBytes: 1000, dryRun: false, endpoint: 'http://hub', failovers: []})
 
   it('counts downloaded, reused (whole and resumed bytes), repaired and failed files', () => {
     const s = summarize(start, [
