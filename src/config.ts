@@ -24,6 +24,8 @@ export interface Knobs {
   lockStaleMs: number
   /** MS_RESUME_CRASH_AT="<point>[:<n>]": tests only, SIGKILL at the n-th pass of a crash point. */
   crashAt: {point: string; count: number} | undefined
+  /** MS_RESUME_MAX_LISTING_PAGES: tests only, the bound on a dataset listing's pages (default 10,000). */
+  maxListingPages: number | undefined
 }
 
 function crashAtKnob(): Knobs['crashAt'] {
@@ -50,6 +52,7 @@ function readKnobs(): Knobs {
     httpClient: (process.env.MS_RESUME_HTTP_CLIENT ?? '').trim().toLowerCase() === 'undici' ? 'undici' : 'raw',
     lockStaleMs: staleMsFromEnv(process.env),
     crashAt: crashAtKnob(),
+    maxListingPages: numberKnob('MS_RESUME_MAX_LISTING_PAGES', 1, 1_000_000),
   }
 }
 

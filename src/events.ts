@@ -2,6 +2,8 @@
  * What a pull tells the outside world. The library emits these; src/ui renders them (TTY, plain
  * lines, or NDJSON with --json, where this shape is the documented schema). Nothing below ui imports ui.
  */
+import type {RepoKind} from './store/layout.js'
+
 /** The pull left endpoint `from` for `to` (`--endpoint` repeated): `from` failed with `code` while serving `path` ('' = the listing). */
 export interface EndpointFailover {
   from: string
@@ -12,8 +14,9 @@ export interface EndpointFailover {
 }
 
 export type PullEvent =
-  | {type: 'listing'; modelId: string; revision: string; endpoint: string}
-  | {type: 'start'; modelId: string; revision: string; endpoint: string; modelDir: string; files: number; totalBytes: number; toDownloadBytes: number}
+  /** `repoKind` is set (`dataset`) for a dataset only. */
+  | {type: 'listing'; modelId: string; repoKind?: RepoKind; revision: string; endpoint: string}
+  | {type: 'start'; modelId: string; repoKind?: RepoKind; revision: string; endpoint: string; modelDir: string; files: number; totalBytes: number; toDownloadBytes: number}
   | {type: 'waiting-lock'; holder: string}
   | {type: 'recovered-journal'; reason: string; movedTo: string}
   | {type: 'file-start'; path: string; size: number; offsetBytes: number}

@@ -7,7 +7,7 @@ import {Journal} from '../journal/journal.js'
 import {acquireModelLock, peekModelLock} from '../journal/lock.js'
 import type {JournalDoc} from '../journal/schema.js'
 import type {ModelDirs} from '../store/find-models.js'
-import {JOURNAL_FILE, PARTIAL_DIR, QUARANTINE_DIR} from '../store/layout.js'
+import {JOURNAL_FILE, PARTIAL_DIR, QUARANTINE_DIR, type RepoKind} from '../store/layout.js'
 
 export type CleanKind = 'partial' | 'quarantine' | 'temp' | 'journal-backup'
 
@@ -23,6 +23,7 @@ export interface CleanItem {
 /** The schema of one model in `clean --json`. */
 export interface CleanResult {
   modelId: string
+  repoKind: RepoKind
   modelDir: string
   dryRun: boolean
   items: CleanItem[]
@@ -46,7 +47,7 @@ const JOURNAL_BACKUP = new RegExp(`^${JOURNAL_FILE.replaceAll('.', '\\.')}\\.unr
  * (fails at once with E_LOCKED while a pull runs); a dry run only checks that nobody holds it.
  */
 export async function cleanModel(dirs: ModelDirs, opts: {dryRun: boolean}): Promise<CleanResult> {
-  const result: CleanResult = {modelId: dirs.dirId, modelDir: dirs.modelDir, dryRun: opts.dryRun, items: [], journalEntries: [], freedBytes: 0}
+  const result: CleanResult = {modelId: dirs.dirId, repoKind: dirs.repoKind ?? 'model', modelDir: dirs.modelDir, dryRun: opts.dryRun, items: [], journalEntries: [], freedBytes: 0}
   if (!(await isDirectory(dirs.stateDir))) return result
   if (opts.dryRun) {
     const holder = await peekModelLock(dirs.stateDir)
@@ -81,7 +82,7 @@ export async function cleanModel(dirs: ModelDirs, opts: {dryRun: boolean}): Prom
 /** Fills `result` with what would go; returns the journal it read. */
 async function plan(dirs: ModelDirs, result: CleanResult): Promise<{doc?: JournalDoc}> {
   const {doc, problem} = await Journal.peek(dirs.stateDir)
-  if (doc) result.modelId = doc.modelId
+  if (doc) Object.assign(result, {modelId: doc.modelId, repoKind: doc.repoKind ?? 'model'})
   if (problem) result.journalProblem = problem
   const complete = new Set(Object.values(doc?.files ?? {}).filter((r) => r.status === 'complete').map((r) => r.path))
   const partialOwner = new Map(Object.values(doc?.files ?? {}).filter((r) => r.partialName).map((r) => [r.partialName!, r.path]))
@@ -116,7 +117,7 @@ async function plan(dirs: ModelDirs, result: CleanResult): Promise<{doc?: Journa
 }
 
 async function dropEntries(stateDir: string, doc: JournalDoc, paths: string[]): Promise<void> {
-  const {journal} = await Journal.open(stateDir, {hub: doc.hub, endpoint: doc.endpoint, modelId: doc.modelId, revision: doc.revision})
+  const {journal} = await Journal.open(stateDir, {hub: doc.hub, endpoint: doc.endpoint, modelId: doc.modelId, repoKind: doc.repoKind, revision: doc.revision})
   for (const p of paths) {
     if (journal.get(p)?.status !== 'complete') delete journal.doc.files[p]
   }

@@ -11,7 +11,7 @@ export interface ErrorGuideEntry {
  * undocumented.
  */
 export const ERROR_GUIDE: Record<ErrorCode, ErrorGuideEntry> = {
-  E_USAGE: {meaning: 'A flag, argument or model id is missing or malformed (including unknown flags and commands), or the target directory already holds another model.', todo: 'Fix the command line; `ms-resume COMMAND --help` lists the flags with examples. Pull each model into its own `--local-dir`.'},
+  E_USAGE: {meaning: 'A flag, argument or model id is missing or malformed (including unknown flags and commands), or the target directory already holds another model (or a dataset of the same id: `--local-dir` and `--cache-dir` never mix the two).', todo: 'Fix the command line; `ms-resume COMMAND --help` lists the flags with examples. Pull each model and dataset into its own `--local-dir`.'},
   E_NETWORK: {meaning: 'The hub or its download host could not be reached, or kept failing, until the retries ran out (every byte received resets the retry count).', todo: 'Check the network, proxy variables and `--endpoint`, then run the same command again: it resumes where it stopped.'},
   E_PROTOCOL: {meaning: 'A server kept answering in a way a correct download cannot build on (wrong Content-Range, redirect loop, malformed reply).', todo: 'Run again later; if it persists, report it with the output of `--verbose`.'},
   E_TIMEOUT: {meaning: 'A connection sent nothing for `--timeout` seconds, on every retry.', todo: 'Run again (it resumes); on a slow or congested link raise `--timeout`.'},
@@ -19,12 +19,12 @@ export const ERROR_GUIDE: Record<ErrorCode, ErrorGuideEntry> = {
   E_INTEGRITY: {meaning: 'A file\'s SHA-256 did not match the hub\'s listing after repeated downloads. Nothing was placed at its final path.', todo: 'Try again later or report it to the model owner. The bad downloads stay in the quarantine folder for a post-mortem; `ms-resume clean` removes them.'},
   E_SIZE: {meaning: 'A file on disk or a served body has another size than the listing says.', todo: 'Run the same command again: the file is checked and fetched again where needed.'},
   E_DAMAGED: {meaning: 'Files at their final paths no longer match what was verified (missing, truncated or changed).', todo: 'Run `ms-resume pull` (or `verify --repair`) to fetch only the damaged parts again.'},
-  E_NOT_FOUND: {meaning: 'The model, the revision or a file does not exist on the hub.', todo: 'Check the model id and `--revision`; a private model also needs a token.'},
+  E_NOT_FOUND: {meaning: 'The model (or dataset), the revision or a file does not exist on the hub.', todo: 'Check the id and `--revision` (a dataset is named with `--dataset OWNER/NAME`); a private one also needs a token.'},
   E_AUTH: {meaning: 'The hub refused access (HTTP 401/403): no token, or a token that may not read this model.', todo: 'Pass a valid token with `--token` or `MODELSCOPE_API_TOKEN`.'},
   E_REMOTE_CHANGED: {meaning: 'Files changed on the hub while they were being downloaded, more often than a pull keeps chasing them.', todo: 'Run again to pull the current version; pin a version with `--manifest` if you need exactly one.'},
   E_MANIFEST_MISMATCH: {meaning: 'The hub no longer serves what the pinned manifest says.', todo: 'Update the manifest deliberately, or pass `--allow-manifest-mismatch` to take the hub\'s current files.'},
   E_UNSAFE_PATH: {meaning: "The hub listed a path that would land outside the model directory or on ms-resume's or the ModelScope client's own files (`.ms-resume/`, `.msc`, `.mdl`, `.mv`, `.lock`), or a symlink stands in the way (also inside `.ms-resume`).", todo: 'Nothing was written there. Remove a symlink you did not make; otherwise report the model to its owner.'},
-  E_REMOTE: {meaning: 'The hub answered with an error or a reply it should not send.', todo: 'Try again later; check `--endpoint`.'},
+  E_REMOTE: {meaning: 'The hub answered with an error or a reply it should not send; for a dataset also a listing no download can be built on: pages that repeat, never end or exceed the page size asked, a file named twice, a malformed size, Sha256 or Revision.', todo: 'Try again later; check `--endpoint`. Nothing was written.'},
   E_DISK_FULL: {meaning: 'Not enough free space: checked before the first byte is fetched, or the disk filled up on the way.', todo: 'Free some space or choose another place (`--local-dir`, `--cache-dir`), then run again; it resumes.'},
   E_PERMISSION: {meaning: 'A file or directory of the target cannot be written.', todo: 'Fix the permissions or choose a writable place with `--local-dir` or `--cache-dir`.'},
   E_JOURNAL: {meaning: 'The journal in `<model dir>/.ms-resume` cannot be read or written.', todo: 'Check the permissions and free space of that directory, then run again.'},

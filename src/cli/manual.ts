@@ -2,7 +2,7 @@ import {ErrorCodes, ExitCode} from '../errors.js'
 
 /** Sections `ms-resume --help` adds after the command list, so the root help reads like a manual. */
 export const ENVIRONMENT: Array<[string, string]> = [
-  ['MODELSCOPE_CACHE', 'The ModelScope cache root (default ~/.cache/modelscope/hub); models go to models/<owner>/<name>.'],
+  ['MODELSCOPE_CACHE', 'The ModelScope cache root (default ~/.cache/modelscope/hub); models go to models/<owner>/<name>, datasets (--dataset) to datasets/<owner>/<name>.'],
   ['MODELSCOPE_API_TOKEN', 'Access token, as --token.'],
   ['MODELSCOPE_ENDPOINT', 'Hub base URL, as one --endpoint (replaced by --endpoint given on the command line); MODELSCOPE_DOMAIN gives just a host (https is implied).'],
   ['MODELSCOPE_ENABLE_DEFAULT_HASH_VALIDATION', 'true: re-hash complete files in full on every pull (pull --check full).'],
@@ -31,7 +31,7 @@ export function exitCodeRows(): Array<[string, string]> {
 export const FILES: Array<[string, string]> = [
   ['<model dir>/<path>', 'The model\'s files, each verified before it appears.'],
   ['<model dir>/.ms-resume/', 'ms-resume\'s state: journal-v1.json, manifest-v1.json, partial-v1/ (downloads in progress), quarantine/ (downloads that failed their hash), lock.'],
-  ['<model dir>/.msc .mdl .mv', 'The official client\'s index, so `snapshot_download` finds the model without downloading it again.'],
+  ['<model dir>/.msc .mdl .mv', 'The official client\'s index, so `snapshot_download` (or `dataset_snapshot_download` for a dataset) finds it without downloading it again.'],
 ]
 
 export const SEE_ALSO = 'docs/errors.md (every error code and what to do), docs/json-output.md (the --json schema).'

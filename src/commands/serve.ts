@@ -14,9 +14,9 @@ import {defaultCacheRoot} from '../store/layout.js'
 import {DEFAULT_RETRY_POLICY} from '../transfer/retry-policy.js'
 
 export default class Serve extends BaseCommand {
-  static override summary = 'Serve the verified models of a cache to other machines, as a ModelScope hub would.'
+  static override summary = 'Serve the verified models and datasets of a cache to other machines, as a ModelScope hub would.'
 
-  static override description = `Answers the part of the ModelScope API that the official clients (1.x and 2.x) and \`ms-resume pull\` use: model info, revisions, file listings and file downloads with Range, If-Range and a strong ETag (the file's SHA-256). Point them at it with MODELSCOPE_ENDPOINT=http://HOST:PORT or --endpoint. Only files ms-resume verified are listed and served; its own state and the official client's index files never are.
+  static override description = `Answers the part of the ModelScope API that the official clients (1.x and 2.x) and \`ms-resume pull\` use: model info, revisions, file listings and file downloads with Range, If-Range and a strong ETag (the file's SHA-256). Point them at it with MODELSCOPE_ENDPOINT=http://HOST:PORT or --endpoint. Only files ms-resume verified are listed and served; its own state and the official client's index files never are. Datasets pulled with --dataset are served on the dataset routes the official clients use (info, the paged repo/tree listing by owner/name or by Id, file downloads), from the cache only: --upstream does not pull datasets through.
 
 With --upstream URL, a model or file the cache lacks is pulled from that hub by the same engine as \`ms-resume pull\` (journaled, verified, resumable) into the cache, once however many clients ask for it; they get it when it is verified. The cache is found as pull finds it: --cache-dir, else $MODELSCOPE_CACHE or ~/.cache/modelscope/hub.
 
@@ -66,7 +66,9 @@ Listening beyond this machine without --token-file prints a warning; with it, re
       policy: retryPolicyFrom({retries: DEFAULT_RETRY_POLICY.maxRetries}), emit,
     })
     const cacheRoot = cacheDir ?? path.join(defaultCacheRoot(), 'models')
-    emit({type: 'listening', url: mirror.url, cacheRoot, models: await catalog.discover(cacheRoot), upstream: upstream?.endpoint, auth: token !== undefined})
+    const models = await catalog.discover(catalog.root('model'), 'model')
+    const datasets = await catalog.discover(catalog.root('dataset'), 'dataset')
+    emit({type: 'listening', url: mirror.url, cacheRoot, models, datasets, upstream: upstream?.endpoint, auth: token !== undefined})
     const signal = this.signal
     await new Promise<void>((resolve) => {
       if (signal.aborted) resolve()

@@ -3,11 +3,12 @@ import path from 'node:path'
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
-import {hubFlags, hubFrom, locationFlags, locationFrom, retryPolicyFrom} from '../cli/flags.js'
+import {datasetFlag, hubFlags, hubFrom, locationFlags, locationFrom, repoFrom, retryPolicyFrom} from '../cli/flags.js'
 import {ExitCode, MsrError, isMsrError} from '../errors.js'
 import type {EndpointFailover, EventSink} from '../events.js'
 import {CHECK_LEVELS, type CheckLevel} from '../integrity/check.js'
-import {readManifest} from '../integrity/manifest.js'
+import {manifestKind, readManifest} from '../integrity/manifest.js'
+import {repoLabel} from '../store/layout.js'
 import {withRetries} from '../transfer/with-retries.js'
 import {createReporter, outputMode} from '../ui/reporter.js'
 import {verifyReportLines} from '../ui/verify-report.js'
@@ -35,13 +36,15 @@ Reports missing files, wrong sizes, damaged chunks and SHA-256 mismatches, and f
     {description: 'Quick check that names damaged byte ranges, then repair them', command: '<%= config.bin %> verify Qwen/Qwen2.5-7B --local-dir ./qwen --level fast --repair'},
     {description: 'Check a folder against a pinned manifest (no ms-resume state needed)', command: '<%= config.bin %> verify --manifest qwen.manifest.json --local-dir ./qwen'},
     {description: 'Also show what changed on the hub since the manifest was written', command: '<%= config.bin %> verify Qwen/Qwen2.5-7B --remote'},
+    {description: 'A dataset in the ModelScope cache (files without a listed SHA-256 are held to the one the pull recorded)', command: '<%= config.bin %> verify --dataset OWNER/NAME --level fast'},
   ]
 
   static override args = {
-    model: Args.string({description: 'Model id, <owner>/<name> (optional with --manifest).', required: false}),
+    model: Args.string({description: 'Model id, <owner>/<name> (optional with --manifest; or --dataset OWNER/NAME).', required: false}),
   }
 
   static override flags = {
+    ...datasetFlag,
     ...locationFlags,
     ...hubOnlyFlags,
     manifest: Flags.string({description: 'Verify against this integrity manifest instead of the one kept with the model.', helpValue: 'FILE'}),
@@ -54,14 +57,14 @@ Reports missing files, wrong sizes, damaged chunks and SHA-256 mismatches, and f
   async run(): Promise<void> {
     const {args, flags} = await this.parse(Verify)
     const {manifest, source} = await this.manifestFor(args.model, flags)
-    const location = locationFrom(manifest.modelId, flags)
+    const location = locationFrom(manifest.modelId, flags, manifestKind(manifest))
     const level = flags.level as CheckLevel
     const threads = flags.jobs > 0 ? flags.jobs : defaultThreads(level)
     const report = await verifyModel({manifest, source, modelDir: location.modelDir, level, threads, signal: this.signal})
 
     let failure: unknown
     if (flags.remote || (flags.repair && !report.ok)) {
-      const hub = hubFrom(flags)
+      const hub = hubFrom(flags, manifestKind(manifest))
       const policy = retryPolicyFrom(flags)
       if (flags.remote) {
         const failovers: EndpointFailover[] = []
@@ -102,16 +105,18 @@ Reports missing files, wrong sizes, damaged chunks and SHA-256 mismatches, and f
     }
   }
 
-  private async manifestFor(model: string | undefined, flags: {manifest?: string; 'local-dir'?: string; 'cache-dir'?: string}): Promise<LoadedManifest> {
+  private async manifestFor(model: string | undefined, flags: {manifest?: string; dataset?: string; 'local-dir'?: string; 'cache-dir'?: string}): Promise<LoadedManifest> {
+    const repo = repoFrom(model, flags.dataset)
     if (flags.manifest) {
       const manifest = await readManifest(flags.manifest)
-      if (model && model !== manifest.modelId) {
-        throw new MsrError('E_USAGE', `The manifest is for ${manifest.modelId}, not ${model}.`, {hint: 'Drop the model argument or use the matching manifest.'})
+      if (repo && (repo.id !== manifest.modelId || repo.kind !== manifestKind(manifest))) {
+        const pinned = repoLabel({modelId: manifest.modelId, repoKind: manifestKind(manifest)})
+        throw new MsrError('E_USAGE', `The manifest is for ${pinned}, not ${repoLabel({modelId: repo.id, repoKind: repo.kind})}.`, {hint: 'Drop the model argument (and --dataset) or use the matching manifest.'})
       }
       return {manifest, source: {kind: 'file', path: path.resolve(flags.manifest)}}
     }
-    if (!model) throw new MsrError('E_USAGE', 'Which model? Give <owner>/<name> or --manifest FILE.', {hint: 'For example: ms-resume verify Qwen/Qwen2.5-0.5B-Instruct --local-dir ./qwen'})
-    return loadModelManifest(locationFrom(model, flags), {allowJournal: true})
+    if (!repo) throw new MsrError('E_USAGE', 'Which model? Give <owner>/<name>, --dataset OWNER/NAME or --manifest FILE.', {hint: 'For example: ms-resume verify Qwen/Qwen2.5-0.5B-Instruct --local-dir ./qwen'})
+    return loadModelManifest(locationFrom(repo.id, flags, repo.kind), {allowJournal: true})
   }
 
   /** --json: the report as one JSON document on stdout. Otherwise lines on stdout; --quiet keeps only the problems. */

@@ -3,7 +3,7 @@ import type {EndpointFailover, EventSink} from '../events.js'
 import type {RetryPolicy} from '../transfer/retry-policy.js'
 import {withRetries} from '../transfer/with-retries.js'
 import {failedBeforeReply, isEndpointFailure, shortReason} from './endpoint-failure.js'
-import type {Hub, HubListing} from './types.js'
+import type {Hub, HubListing, RepoKind} from './types.js'
 
 /** One endpoint the user named, as two hubs that differ only in their timeouts. */
 export interface EndpointLane {
@@ -38,6 +38,7 @@ interface Lane extends EndpointLane {
  */
 export class FailoverHub implements Hub {
   readonly name: string
+  readonly repoKind: RepoKind
   private readonly lanes: Lane[]
   private index = 0
   /** The listing each endpoint gave once a file moved to it: files moving together share one. */
@@ -46,6 +47,7 @@ export class FailoverHub implements Hub {
   constructor(lanes: EndpointLane[], private readonly policy: RetryPolicy) {
     if (lanes.length === 0) throw new Error('internal: FailoverHub without endpoints')
     this.name = lanes[0].hub.name
+    this.repoKind = lanes[0].hub.repoKind
     this.lanes = lanes.map((l) => {
       const lane: Lane = {...l, origin: new URL(l.hub.endpoint).origin, answered: false, view: l.hub}
       lane.view = this.viewOf(lane)
@@ -165,6 +167,7 @@ export class FailoverHub implements Hub {
     return {
       name: this.name,
       endpoint: lane.hub.endpoint,
+      repoKind: this.repoKind,
       listFiles: (modelId, revision, signal) => lane.hub.listFiles(modelId, revision, signal),
       fileUrl: (modelId, revision, filePath) => lane.hub.fileUrl(modelId, revision, filePath),
       headersFor: (url) => this.credentialsFor(url, lane),

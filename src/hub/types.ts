@@ -1,10 +1,14 @@
 import type {EventSink} from '../events.js'
+import type {RepoKind} from '../store/layout.js'
+
+export type {RepoKind} from '../store/layout.js'
 
 /** What the transfer code needs from a hub. A second hub implements this and nothing else changes. */
 export interface HubFile {
   /** Repo-relative, '/'-separated: the key for everything. Untrusted. */
   path: string
   size: number
+  /** Lowercase hex; '' when the hub listed none (a size-only file, see integrity/size-only.ts). */
   sha256: string
   /** The commit id the file was listed at. */
   commit: string
@@ -18,10 +22,16 @@ export interface HubListing {
   revisionCreatedAt?: number
 }
 
+/**
+ * One hub, for one kind of repo: `modelId` below is the repo's `owner/name`, a dataset's when
+ * `repoKind` is `dataset` (the API paths, the listing and the local index differ; nothing above
+ * the hub does).
+ */
 export interface Hub {
   readonly name: string
   /** The API base URL. */
   readonly endpoint: string
+  readonly repoKind: RepoKind
   /** `emit`: retries and endpoint failovers on the way (failover-hub.ts); a single hub may ignore it. */
   listFiles(modelId: string, revision: string, signal?: AbortSignal, emit?: EventSink): Promise<HubListing>
   /** The URL that answers file bytes (possibly through redirects). Stable: re-resolved after a signed URL expires. */

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises'
 
 import {MsrError} from '../errors.js'
 import {writeFileDurable} from '../fs/durable-file.js'
-import {parseModelId} from '../store/layout.js'
+import {parseModelId, type RepoKind} from '../store/layout.js'
 import {reservedReason, unsafeReason} from '../store/safe-path.js'
 import type {ExpectedFile} from './check.js'
 import {chunkSizeFor} from './chunks.js'
@@ -14,7 +14,10 @@ export const MANIFEST_KIND = 'ms-resume/manifest'
 export interface ManifestFile {
   path: string
   size: number
+  /** The listed SHA-256, or for a `sizeOnly` file the one of the bytes the pull placed. */
   sha256: string
+  /** The hub listed no SHA-256: the pull checked the size only, and `sha256` is ours, not the hub's. */
+  sizeOnly?: true
   commit: string
   chunkSizeBytes: number
   /** xxh64 (16 hex digits) of every chunk, in order. */
@@ -27,6 +30,8 @@ export interface Manifest {
   hub: string
   endpoint: string
   modelId: string
+  /** Absent for a model; `dataset` for a dataset (`modelId` is then the dataset's id). */
+  repoKind?: Exclude<RepoKind, 'model'>
   revision: string
   /** The commit most files were listed at; each file also carries its own. */
   commit: string
@@ -34,12 +39,18 @@ export interface Manifest {
   files: ManifestFile[]
 }
 
-export function buildManifest(init: {hub: string; endpoint: string; modelId: string; revision: string; files: ManifestFile[]}): Manifest {
+export function buildManifest(init: {hub: string; endpoint: string; modelId: string; repoKind?: RepoKind; revision: string; files: ManifestFile[]}): Manifest {
   const counts = new Map<string, number>()
   for (const f of init.files) counts.set(f.commit, (counts.get(f.commit) ?? 0) + 1)
   const commit = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))[0]?.[0] ?? ''
   const files = [...init.files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
-  return {kind: MANIFEST_KIND, version: MANIFEST_VERSION, hub: init.hub, endpoint: init.endpoint, modelId: init.modelId, revision: init.revision, commit, createdAt: new Date().toISOString(), files}
+  const kind = init.repoKind === 'dataset' ? {repoKind: 'dataset' as const} : {}
+  return {kind: MANIFEST_KIND, version: MANIFEST_VERSION, hub: init.hub, endpoint: init.endpoint, modelId: init.modelId, ...kind, revision: init.revision, commit, createdAt: new Date().toISOString(), files}
+}
+
+/** The repo kind a manifest pins (models' manifests carry none). */
+export function manifestKind(m: Pick<Manifest, 'repoKind'>): RepoKind {
+  return m.repoKind === 'dataset' ? 'dataset' : 'model'
 }
 
 export function manifestToJson(manifest: Manifest): string {
@@ -82,6 +93,7 @@ export function manifestProblem(doc: unknown): string | undefined {
   if (m.kind !== MANIFEST_KIND) return `"kind" is not "${MANIFEST_KIND}"`
   if (m.version !== MANIFEST_VERSION) return `unsupported version ${String(m.version)} (this ms-resume reads version ${MANIFEST_VERSION})`
   if (typeof m.modelId !== 'string' || typeof m.revision !== 'string') return 'missing modelId or revision'
+  if (m.repoKind !== undefined && m.repoKind !== 'dataset') return `bad repoKind ${JSON.stringify(m.repoKind)}`
   try {
     parseModelId(m.modelId)
   } catch {
@@ -104,6 +116,7 @@ export function manifestProblem(doc: unknown): string | undefined {
     // record (verify --repair) with a chunk table the journal itself refuses.
     if (f.chunkSizeBytes !== chunkSizeFor(f.size)) return `chunkSizeBytes ${f.chunkSizeBytes} of ${JSON.stringify(f.path)} is not the grid for ${f.size} bytes (${chunkSizeFor(f.size)})`
     if (!f.xxh64.every((x) => typeof x === 'string' && /^[0-9a-f]{16}$/.test(x))) return `bad xxh64 value for ${JSON.stringify(f.path)}`
+    if (f.sizeOnly !== undefined && f.sizeOnly !== true) return `bad sizeOnly value for ${JSON.stringify(f.path)}`
     if (seen.has(f.path)) return `duplicate path ${JSON.stringify(f.path)}`
     seen.add(f.path)
   }

@@ -6,10 +6,10 @@ import type {Adapter} from 'lowdb'
 
 import {MsrError, isMsrError} from '../errors.js'
 import {fromFsError} from '../fs/fs-errors.js'
-import {JOURNAL_FILE} from '../store/layout.js'
+import {JOURNAL_FILE, repoLabel} from '../store/layout.js'
 import {RefusedStateFile, readStateFile} from '../store/state-file.js'
 import {removeStrayTempFiles, writeFileDurable} from '../fs/durable-file.js'
-import {emptyJournal, type FileRecord, type JournalDoc} from './schema.js'
+import {emptyJournal, type FileRecord, type JournalDoc, type JournalInit} from './schema.js'
 import {validateJournal} from './validate.js'
 
 class UnreadableJournal extends Error {}
@@ -86,7 +86,7 @@ export class Journal {
 
   static async open(
     stateDir: string,
-    init: {hub: string; endpoint: string; modelId: string; revision: string},
+    init: JournalInit,
     opts: {
       flushIntervalMs?: number
       /** Runs before every write and stops it by throwing: a pull that lost its lock writes no journal. */
@@ -110,7 +110,8 @@ export class Journal {
       db.data = emptyJournal(init)
       recovered = {reason: error.message, movedTo}
     }
-    assertSameModel(stateDir, db.data.modelId, init.modelId)
+    // A model and a dataset may share an id (and a --cache-dir directory): the kind counts too.
+    assertSameModel(stateDir, repoLabel(db.data), repoLabel(init))
     const journal = new Journal(db, file, opts.flushIntervalMs ?? 250, opts.beforeWrite)
     Object.assign(journal.doc, {endpoint: init.endpoint, revision: init.revision})
     return {journal, recovered}

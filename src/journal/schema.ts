@@ -1,4 +1,5 @@
 import type {SavedSha256State} from '../integrity/sha256.js'
+import type {RepoKind} from '../store/layout.js'
 
 /** The journal's format version; bump it with an explicit migration. */
 export const JOURNAL_VERSION = 1
@@ -10,7 +11,10 @@ export interface FileRecord {
   path: string
   /** As listed by the hub. */
   size: number
+  /** As listed; '' when the hub listed none (size only, see integrity/size-only.ts). */
   sha256: string
+  /** Size-only files, once complete: the SHA-256 of the bytes we placed (what verify holds them to). */
+  observedSha256?: string
   /** The file's 40-hex commit from the listing. */
   commit: string
   /** Strong ETag of the blob, when the server gave one. */
@@ -39,16 +43,27 @@ export interface JournalDoc {
   hub: string
   endpoint: string
   modelId: string
+  /** Absent for a model (journals before datasets have none). */
+  repoKind?: Exclude<RepoKind, 'model'>
   revision: string
   createdAt: string
   updatedAt: string
   files: Record<string, FileRecord>
 }
 
-export function emptyJournal(init: {hub: string; endpoint: string; modelId: string; revision: string}): JournalDoc {
+export interface JournalInit {
+  hub: string
+  endpoint: string
+  modelId: string
+  repoKind?: RepoKind
+  revision: string
+}
+
+export function emptyJournal(init: JournalInit): JournalDoc {
   const now = new Date().toISOString()
+  const {repoKind, ...rest} = init
   // No prototype: a hub path named `constructor` or `__proto__` must be an ordinary key.
-  return {kind: JOURNAL_KIND, version: JOURNAL_VERSION, ...init, createdAt: now, updatedAt: now, files: Object.create(null) as Record<string, FileRecord>}
+  return {kind: JOURNAL_KIND, version: JOURNAL_VERSION, ...rest, ...(repoKind === 'dataset' ? {repoKind} : {}), createdAt: now, updatedAt: now, files: Object.create(null) as Record<string, FileRecord>}
 }
 
 /** Bytes [0, n) covered by consecutive durable chunks. */

@@ -43,7 +43,10 @@ export function recordProblem(key: string, r: unknown): string | undefined {
   if (unsafe) return `unsafe path (${unsafe})`
   if (!Number.isSafeInteger(r.size) || (r.size as number) < 0) return 'bad size'
   const size = r.size as number
-  if (typeof r.sha256 !== 'string' || !SHA256_HEX.test(r.sha256)) return 'bad sha256'
+  // '' is a file the hub listed without a SHA-256 (size only); once complete it carries the hash we saw.
+  if (typeof r.sha256 !== 'string' || (r.sha256 !== '' && !SHA256_HEX.test(r.sha256))) return 'bad sha256'
+  if (r.observedSha256 !== undefined && (r.sha256 !== '' || typeof r.observedSha256 !== 'string' || !SHA256_HEX.test(r.observedSha256))) return 'bad observedSha256'
+  if (r.sha256 === '' && r.status === 'complete' && r.observedSha256 === undefined) return 'a complete size-only file without observedSha256'
   if (!isText(r.commit, 256)) return 'bad commit'
   if (r.etag !== undefined && (typeof r.etag !== 'string' || !ETAG.test(r.etag))) return 'bad etag'
   if (typeof r.status !== 'string' || !STATUSES.has(r.status)) return 'bad status'
@@ -108,6 +111,7 @@ export function journalProblem(doc: unknown): string | undefined {
   } catch {
     return `bad modelId ${JSON.stringify(doc.modelId)}`
   }
+  if (doc.repoKind !== undefined && doc.repoKind !== 'dataset') return `bad repoKind ${JSON.stringify(doc.repoKind)}`
   if (!isObject(doc.files)) return 'no file table'
   for (const [key, r] of Object.entries(doc.files)) {
     const problem = recordProblem(key, r)

@@ -7,6 +7,7 @@ import type {HubFile} from '../hub/types.js'
 import {type CheckLevel, type ExpectedFile, type FileCheck, checkFile, chunkSumsOnDisk} from '../integrity/check.js'
 import {chunkCount, chunkSizeFor} from '../integrity/chunks.js'
 import {sha256FileHex} from '../integrity/sha256.js'
+import {isSizeOnly, sameVersion} from '../integrity/size-only.js'
 import {DIR_MODE, FILE_MODE, settleFileMode} from '../fs/file-modes.js'
 import type {FileRecord} from '../journal/schema.js'
 import {moveIntoPlace} from '../store/finalize.js'
@@ -65,7 +66,7 @@ export function newRecord(file: HubFile): FileRecord {
 }
 
 export function expectedFromRecord(record: FileRecord): ExpectedFile {
-  return {path: record.path, size: record.size, sha256: record.sha256, chunkSizeBytes: record.chunkSizeBytes, chunks: record.chunks.map((c) => c ?? '')}
+  return {path: record.path, size: record.size, sha256: record.sha256 || record.observedSha256 || '', chunkSizeBytes: record.chunkSizeBytes, chunks: record.chunks.map((c) => c ?? '')}
 }
 
 export function partialPathOf(stateDir: string, record: FileRecord): string {
@@ -80,7 +81,7 @@ export function partialPathOf(stateDir: string, record: FileRecord): string {
 export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<FileOutcome> {
   let file = listed
   let record = ctx.journal.get(file.path)
-  if (record && (record.sha256 !== file.sha256 || record.size !== file.size)) {
+  if (record && !sameVersion(record, file)) {
     // A new version upstream: the old partial cannot be continued.
     await discardPartial(ctx, record)
     record = undefined
@@ -120,7 +121,7 @@ export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<Fil
     const current = file
     const listingUnchanged = async (): Promise<boolean> => {
       relisted = {file: await ctx.relist(current.path)}
-      return relisted.file?.sha256 === current.sha256 && relisted.file?.size === current.size
+      return relisted.file !== undefined && sameVersion(current, relisted.file)
     }
     try {
       outcome.downloadedBytes += await downloadVerified({...ctx, hub: lane, listingUnchanged, giveUpNow: giveUpNowOn(ctx.hub, lane)}, record, file)
@@ -182,15 +183,19 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
         throw fromFsError(error, `writing ${record.path}`, partialPath)
       }
       found = await download.digestHex()
+      // Size only: the body was held to the listed size and any hash is taken, but a repair of a
+      // complete one must give back the bytes it had (the hash we saw then).
+      const wanted = record.sha256 || record.observedSha256 || found
       // A pull that lost its lock moves nothing: the new holder may be writing this very partial.
       await ctx.journal.assertWritable()
-      if (found !== record.sha256 && savedState) {
+      if (found !== wanted && savedState) {
         // A saved hash state that loads but is wrong (a flipped bit in the journal) makes a correct
         // file hash wrong: ask the disk before throwing away a whole download (E_INTEGRITY retry).
         ctx.emit({type: 'rehash', path: record.path, bytes: record.size, reason: 'hash mismatch after resuming from a saved hash state'})
-        if ((await sha256FileHex(partialPath)) === record.sha256) found = record.sha256
+        if ((await sha256FileHex(partialPath)) === wanted) found = wanted
       }
-      if (found === record.sha256) {
+      if (found === wanted) {
+        if (isSizeOnly(record)) record.observedSha256 = found
         // Data first, claim second: a batched journal flush may run during the datasync.
         await fh.datasync()
         record.chunks = download.chunkSums()
@@ -201,7 +206,7 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     } finally {
       await fh.close()
     }
-    if (found === record.sha256) {
+    if (found === (record.sha256 || record.observedSha256)) {
       await moveIntoPlace(partialPath, ctx.modelDir, record.path)
       record.status = 'complete'
       record.completedAt = new Date().toISOString()
@@ -258,6 +263,8 @@ async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: str
 
 /** A file already at its final path with the listed size: keep it if its SHA-256 proves it. */
 async function adoptFromDisk(finalPath: string, file: HubFile): Promise<boolean> {
+  // Without a listed hash nothing proves the bytes there are the hub's: they are fetched.
+  if (isSizeOnly(file)) return false
   try {
     const stat = await fs.lstat(finalPath)
     if (!stat.isFile() || stat.size !== file.size) return false

@@ -9,8 +9,9 @@ import type {Hub, HubFile, HubListing} from '../hub/types.js'
 import type {CheckLevel} from '../integrity/check.js'
 import {type Manifest, buildManifest, writeManifest} from '../integrity/manifest.js'
 import {Journal, assertSameModel} from '../journal/journal.js'
+import {isSizeOnly} from '../integrity/size-only.js'
 import {runPool} from '../pool.js'
-import {MANIFEST_FILE, type ModelLocation, modelIdOf} from '../store/layout.js'
+import {MANIFEST_FILE, type ModelLocation, modelIdOf, repoLabel} from '../store/layout.js'
 import {prepareStateDir} from '../store/state-dir.js'
 import {RateLimiter} from '../transfer/rate-limiter.js'
 import {DEFAULT_RETRY_POLICY, type RetryPolicy} from '../transfer/retry-policy.js'
@@ -84,12 +85,15 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal, emit), policy, signal, emit)
   const files = selectFiles(listing, {...opts, modelDir: location.modelDir})
   const totalBytes = files.reduce((n, f) => n + f.size, 0)
-  const summary = emptySummary({modelId: opts.modelId, revision, modelDir: location.modelDir, files: files.length, totalBytes, dryRun: Boolean(opts.dryRun), endpoint: hub.endpoint, failovers})
+  const summary = emptySummary({
+    modelId: opts.modelId, repoKind: hub.repoKind, revision, modelDir: location.modelDir, files: files.length, sizeOnlyFiles: files.filter(isSizeOnly).length,
+    totalBytes, dryRun: Boolean(opts.dryRun), endpoint: hub.endpoint, failovers,
+  })
 
   if (opts.dryRun) {
     // Read-only: the journal is peeked at, nothing is created, locked or written.
     const {doc} = await Journal.peek(location.stateDir)
-    if (doc) assertSameModel(location.stateDir, doc.modelId, opts.modelId)
+    if (doc) assertSameModel(location.stateDir, repoLabel(doc), repoLabel({modelId: opts.modelId, repoKind: hub.repoKind}))
     return {...summary, plan: files.map((f) => planFile(f, doc?.files[f.path])), elapsedMs: Math.round(performance.now() - started)}
   }
 
@@ -100,7 +104,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     if (isMsrError(error) && error.code === 'E_PERMISSION') return pullWithoutWriting(files, opts, error, summary, started)
     throw error
   }
-  await using session = await PullSession.open(location, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision}, {
+  await using session = await PullSession.open(location, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, repoKind: hub.repoKind, revision}, {
     signal, lockWaitMs: opts.lockWaitMs ?? Number.POSITIVE_INFINITY, emit,
   })
   const {journal} = session
@@ -228,19 +232,23 @@ async function finishModel(opts: PullOptions, location: ModelLocation, listing: 
     const r = journal.get(f.path)
     return r ? {...f, size: r.size, sha256: r.sha256, commit: r.commit} : f
   })
-  if (!opts.repairFromManifest) await writeModelManifest(opts, location, verified, journal, revision)
+  if (!opts.repairFromManifest) await writeModelManifest(opts, location, verified, journal, revision, listing)
   await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit})
 }
 
-async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string): Promise<void> {
+async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string, listing: HubListing): Promise<void> {
+  // From the listing: a pinned pull holds a size-only file to the pin's hash, but the hub still gave none.
+  const listedSizeOnly = new Set(listing.files.filter(isSizeOnly).map((f) => f.path))
   const manifest = buildManifest({
     hub: opts.hub.name,
     endpoint: opts.hub.endpoint,
     modelId: modelIdOf(location),
+    repoKind: opts.hub.repoKind,
     revision,
     files: files.map((f) => {
       const r = journal.get(f.path)!
-      return {path: f.path, size: f.size, sha256: f.sha256, commit: f.commit, chunkSizeBytes: r.chunkSizeBytes, xxh64: r.chunks.map((c) => c ?? '')}
+      const sizeOnly = listedSizeOnly.has(f.path) ? {sizeOnly: true as const} : {}
+      return {path: f.path, size: f.size, sha256: r.sha256 || r.observedSha256 || f.sha256, ...sizeOnly, commit: f.commit, chunkSizeBytes: r.chunkSizeBytes, xxh64: r.chunks.map((c) => c ?? '')}
     }),
   })
   await writeManifest(path.join(location.stateDir, MANIFEST_FILE), manifest)

@@ -1,5 +1,6 @@
 import {MsrError} from '../errors.js'
 import type {EndpointFailover} from '../events.js'
+import type {RepoKind} from '../store/layout.js'
 import type {FileOutcome} from './file-job.js'
 
 export interface PlannedFile {
@@ -12,6 +13,7 @@ export interface PlannedFile {
 
 export interface PullSummary {
   modelId: string
+  repoKind: RepoKind
   revision: string
   modelDir: string
   files: number
@@ -19,6 +21,8 @@ export interface PullSummary {
   reusedFiles: number
   repairedFiles: number
   failedFiles: number
+  /** Files the hub listed without a SHA-256: held to their size only (their hash is ours, in the manifest). */
+  sizeOnlyFiles: number
   totalBytes: number
   /** Bytes received over the network. */
   downloadedBytes: number
@@ -34,7 +38,7 @@ export interface PullSummary {
 }
 
 /** A summary before any file ran. */
-export function emptySummary(o: {modelId: string; revision: string; modelDir: string; files: number; totalBytes: number; dryRun: boolean; endpoint: string; failovers: EndpointFailover[]}): PullSummary {
+export function emptySummary(o: {modelId: string; repoKind: RepoKind; revision: string; modelDir: string; files: number; sizeOnlyFiles: number; totalBytes: number; dryRun: boolean; endpoint: string; failovers: EndpointFailover[]}): PullSummary {
   return {
     ...o, downloadedFiles: 0, reusedFiles: 0, repairedFiles: 0, failedFiles: 0,
     downloadedBytes: 0, reusedBytes: 0, retries: 0, elapsedMs: 0, errors: [],

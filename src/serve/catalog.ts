@@ -1,13 +1,14 @@
+import {createHash} from 'node:crypto'
 import fsCb from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import {promisify} from 'node:util'
 
-import {readManifest, type Manifest} from '../integrity/manifest.js'
+import {manifestKind, readManifest, type Manifest} from '../integrity/manifest.js'
 import {Journal} from '../journal/journal.js'
 import type {JournalDoc} from '../journal/schema.js'
 import {findModelDirs} from '../store/find-models.js'
-import {JOURNAL_FILE, MANIFEST_FILE, type ModelLocation, resolveLocation} from '../store/layout.js'
+import {JOURNAL_FILE, MANIFEST_FILE, type ModelLocation, type RepoKind, defaultCacheRoot, kindDir, resolveLocation} from '../store/layout.js'
 import {resolveInside} from '../store/safe-path.js'
 import {unservableReason} from './request-target.js'
 
@@ -18,10 +19,16 @@ export interface VerifiedFile {
   sha256: string
   /** 40-hex commit the file was listed at (the listing's `Revision`). */
   commit: string
+  /**
+   * The hub listed no SHA-256: `sha256` is the one of the bytes the pull placed (the ETag), and
+   * the listing we serve says `Sha256: null`, as the hub did.
+   */
+  sizeOnly?: boolean
 }
 
 export interface ModelSnapshot {
   modelId: string
+  repoKind: RepoKind
   /** The branch or tag of the last pull. */
   revision: string
   /** Unix seconds, for the revisions reply. */
@@ -44,27 +51,50 @@ const fstat = promisify(fsCb.fstat)
  */
 export class Catalog {
   private readonly cache = new Map<string, {key: string; snapshot?: ModelSnapshot}>()
+  private byNumericId?: {at: number; ids: Map<number, string>}
 
   constructor(private readonly where: {cacheDir?: string; env?: NodeJS.ProcessEnv}) {}
 
-  locate(modelId: string): ModelLocation {
-    return resolveLocation(modelId, {cacheDir: this.where.cacheDir, env: this.where.env})
+  locate(modelId: string, repoKind: RepoKind = 'model'): ModelLocation {
+    return resolveLocation(modelId, {cacheDir: this.where.cacheDir, env: this.where.env, repoKind})
   }
 
-  async model(modelId: string): Promise<ModelSnapshot | undefined> {
-    const location = this.locate(modelId)
+  async model(modelId: string, repoKind: RepoKind = 'model'): Promise<ModelSnapshot | undefined> {
+    const location = this.locate(modelId, repoKind)
     const manifestFile = path.join(location.stateDir, MANIFEST_FILE)
     const journalFile = path.join(location.stateDir, JOURNAL_FILE)
     const key = `${await statKey(manifestFile)}|${await statKey(journalFile)}`
-    const hit = this.cache.get(modelId)
+    const cacheKey = `${repoKind}\u0000${modelId}`
+    const hit = this.cache.get(cacheKey)
     if (hit && hit.key === key) return hit.snapshot
     const manifest = await readManifest(manifestFile).catch(() => undefined)
     const {doc} = await Journal.peek(location.stateDir)
-    const snapshot = snapshotOf(modelId, location, manifest, doc)
+    const snapshot = snapshotOf(modelId, location, manifest, doc, repoKind)
     // Only models that exist are remembered: ids made up by clients must not grow the map.
-    if (snapshot) this.cache.set(modelId, {key, snapshot})
-    else this.cache.delete(modelId)
+    if (snapshot) this.cache.set(cacheKey, {key, snapshot})
+    else this.cache.delete(cacheKey)
     return snapshot
+  }
+
+  /**
+   * The dataset the 1.x client names by the numeric `Id` our info route gave it
+   * (`/api/v1/datasets/{Id}/repo/tree`). The ids of the cache's datasets are looked up at most
+   * every few seconds, not per page of a 1,000-page listing.
+   */
+  async datasetByNumericId(id: number): Promise<ModelSnapshot | undefined> {
+    if (!this.byNumericId || Date.now() - this.byNumericId.at > 5000 || !this.byNumericId.ids.has(id)) {
+      const ids = new Map<number, string>()
+      for (const datasetId of await this.discover(this.root('dataset'), 'dataset')) ids.set(datasetNumericId(datasetId), datasetId)
+      this.byNumericId = {at: Date.now(), ids}
+    }
+    const datasetId = this.byNumericId.ids.get(id)
+    return datasetId === undefined ? undefined : this.model(datasetId, 'dataset')
+  }
+
+  /** Where pull puts repos of a kind: --cache-dir (both kinds), else the cache's models/ or datasets/. */
+  root(repoKind: RepoKind): string {
+    if (this.where.cacheDir) return path.resolve(this.where.cacheDir)
+    return path.join(defaultCacheRoot(this.where.env), kindDir(repoKind))
   }
 
   /**
@@ -99,13 +129,13 @@ export class Catalog {
    * Ids of the models below a cache root with at least one verified file (for the start-up line;
    * requests look models up directly, so one pulled later is served too).
    */
-  async discover(root: string): Promise<string[]> {
+  async discover(root: string, repoKind: RepoKind = 'model'): Promise<string[]> {
     const ids: string[] = []
     for (const dirs of await findModelDirs(root)) {
       const manifest = await readManifest(path.join(dirs.stateDir, MANIFEST_FILE)).catch(() => undefined)
       const modelId = manifest?.modelId ?? (await Journal.peek(dirs.stateDir)).doc?.modelId
       if (typeof modelId !== 'string') continue
-      const snapshot = await this.model(modelId).catch(() => undefined)
+      const snapshot = await this.model(modelId, repoKind).catch(() => undefined)
       if (snapshot && snapshot.files.size > 0 && snapshot.location.modelDir === path.resolve(dirs.modelDir)) ids.push(modelId)
     }
     return ids.sort()
@@ -133,31 +163,37 @@ async function statKey(file: string): Promise<string> {
  * version (between the rename of the new file and the journal write the final path holds bytes the
  * manifest does not describe) or a repair is rewriting damaged chunks in place.
  */
-export function snapshotOf(modelId: string, location: ModelLocation, manifest: Manifest | undefined, doc: JournalDoc | undefined): ModelSnapshot | undefined {
-  if (manifest && manifest.modelId !== modelId) manifest = undefined
-  if (doc && doc.modelId !== modelId) doc = undefined
+export function snapshotOf(modelId: string, location: ModelLocation, manifest: Manifest | undefined, doc: JournalDoc | undefined, repoKind: RepoKind = 'model'): ModelSnapshot | undefined {
+  // A model and a dataset of one id may share a --cache-dir directory: only the kind asked for.
+  if (manifest && (manifest.modelId !== modelId || manifestKind(manifest) !== repoKind)) manifest = undefined
+  if (doc && (doc.modelId !== modelId || (doc.repoKind ?? 'model') !== repoKind)) doc = undefined
   if (!manifest && !doc) return undefined
   const files = new Map<string, VerifiedFile>()
   const records = doc ? Object.values(doc.files) : []
   for (const m of manifest?.files ?? []) {
     const r = doc?.files[m.path]
     if (r && r.status !== 'complete') continue
-    const v = verifiedFile(m.path, m.size, m.sha256, m.commit)
+    const v = verifiedFile(m.path, m.size, m.sha256, m.commit, m.sizeOnly === true)
     if (v) files.set(v.path, v)
   }
   for (const r of records) {
     if (r.status !== 'complete') continue
-    const v = verifiedFile(r.path, r.size, r.sha256, r.commit)
+    const v = r.sha256 === '' ? verifiedFile(r.path, r.size, r.observedSha256, r.commit, true) : verifiedFile(r.path, r.size, r.sha256, r.commit, false)
     if (v) files.set(v.path, v)
   }
   const revision = doc?.revision ?? manifest!.revision
   const created = Date.parse(doc?.createdAt ?? manifest?.createdAt ?? '')
-  return {modelId, revision: typeof revision === 'string' ? revision : 'master', createdAt: Number.isNaN(created) ? 0 : Math.floor(created / 1000), location, files}
+  return {modelId, repoKind, revision: typeof revision === 'string' ? revision : 'master', createdAt: Number.isNaN(created) ? 0 : Math.floor(created / 1000), location, files}
 }
 
-function verifiedFile(p: unknown, size: unknown, sha256: unknown, commit: unknown): VerifiedFile | undefined {
+function verifiedFile(p: unknown, size: unknown, sha256: unknown, commit: unknown, sizeOnly: boolean): VerifiedFile | undefined {
   if (typeof p !== 'string' || unservableReason(p)) return undefined
   if (!Number.isSafeInteger(size) || (size as number) < 0) return undefined
   if (typeof sha256 !== 'string' || !SHA256_HEX.test(sha256)) return undefined
-  return {path: p, size: size as number, sha256, commit: typeof commit === 'string' ? commit : ''}
+  return {path: p, size: size as number, sha256, commit: typeof commit === 'string' ? commit : '', ...(sizeOnly ? {sizeOnly} : {})}
+}
+
+/** The `Id` the mirror's dataset info route gives a dataset (stable, 28 bits: a positive int everywhere). */
+export function datasetNumericId(datasetId: string): number {
+  return Number.parseInt(createHash('sha256').update(`dataset\u0000${datasetId}`).digest('hex').slice(0, 7), 16)
 }

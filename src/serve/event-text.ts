@@ -5,7 +5,7 @@ import type {ServeEvent} from './server.js'
 export function serveEventText(e: ServeEvent): string {
   switch (e.type) {
     case 'listening':
-      return `Serving ${e.models.length} model${e.models.length === 1 ? '' : 's'} from ${e.cacheRoot} at ${e.url}${e.upstream ? `, pulling missing files from ${e.upstream}` : ''}${e.auth ? ' (token required)' : ''}. Ctrl-C stops.`
+      return `Serving ${e.models.length} model${e.models.length === 1 ? '' : 's'}${e.datasets.length ? ` and ${e.datasets.length} dataset${e.datasets.length === 1 ? '' : 's'}` : ''} from ${e.cacheRoot} at ${e.url}${e.upstream ? `, pulling missing files from ${e.upstream}` : ''}${e.auth ? ' (token required)' : ''}. Ctrl-C stops.`
     case 'access':
       return `${e.time} ${e.remote} "${e.method} ${e.url}" ${e.status} ${e.bytes} ${e.ms}ms${e.range ? ` range=${e.range}` : ''}${e.source === 'upstream' ? ' (pulled through)' : ''}${e.complete ? '' : ' (cut off)'}`
     case 'pull-through':

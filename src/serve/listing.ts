@@ -32,10 +32,24 @@ export function listingEntries(files: VerifiedFile[], opts: ListingOptions): Arr
     Name: basename(d), Path: d, Type: 'tree', Size: 0, Sha256: '', IsLFS: false, Mode: '16384', ...common(dirs.get(d)!.commit),
   }))
   const blobs = files.filter((f) => shown(f.path)).sort((a, b) => byCodeUnits(a.path, b.path)).map((f) => ({
-    Name: basename(f.path), Path: f.path, Type: 'blob', Size: f.size, Sha256: f.sha256,
+    // A file the hub listed without a hash is listed so: a client downstream knows it is size only.
+    Name: basename(f.path), Path: f.path, Type: 'blob', Size: f.size, Sha256: f.sizeOnly ? null : f.sha256,
     IsLFS: f.size >= 10 * 1024 * 1024 || LFS_EXT.test(f.path), Mode: '33188', ...common(f.commit),
   }))
   return [...trees, ...blobs]
+}
+
+/** A dataset listing's paging (`PageNumber` from 1, `PageSize`): the asked page, bounded. Pure. */
+export const MAX_PAGE_SIZE = 10_000
+
+export function pageParams(query: URLSearchParams): {pageNumber: number; pageSize: number} {
+  const int = (v: string | null, fallback: number) => (v !== null && /^[0-9]{1,9}$/.test(v) ? Number(v) : fallback)
+  return {pageNumber: Math.max(1, int(query.get('PageNumber'), 1)), pageSize: Math.min(MAX_PAGE_SIZE, Math.max(1, int(query.get('PageSize'), 100)))}
+}
+
+export function pageOf<T>(entries: T[], page: {pageNumber: number; pageSize: number}): T[] {
+  const start = (page.pageNumber - 1) * page.pageSize
+  return start >= entries.length ? [] : entries.slice(start, start + page.pageSize)
 }
 
 function basename(p: string): string {

@@ -1,4 +1,4 @@
-import {parseModelId, TOOL_ENTRIES} from '../store/layout.js'
+import {parseModelId, type RepoKind, TOOL_ENTRIES} from '../store/layout.js'
 import {unsafeReason} from '../store/safe-path.js'
 
 /**
@@ -7,14 +7,21 @@ import {unsafeReason} from '../store/safe-path.js'
  * and NUL in a segment are refused here instead of being normalised into another route (the WHATWG
  * URL parser turns `/a/%2e%2e/b` into `/b`).
  */
-export type ApiRoute = 'probe' | 'revisions' | 'files' | 'download'
+export type ApiRoute = 'probe' | 'revisions' | 'files' | 'download' | 'dataset-info' | 'tree'
 
 export type RequestTarget =
-  | {ok: true; route: ApiRoute; modelId: string; query: URLSearchParams}
+  /**
+   * `modelId` is the repo's id (a dataset's when `repoKind` is `dataset`); for the 1.x client's
+   * `/api/v1/datasets/{Id}/repo/tree` it is '' and `datasetNumericId` names the dataset.
+   */
+  | {ok: true; route: ApiRoute; modelId: string; repoKind: RepoKind; datasetNumericId?: number; query: URLSearchParams}
   | {ok: false; status: 400 | 404; message: string}
 
-const API_PREFIX = ['api', 'v1', 'models']
-const REST_ROUTES: Record<string, ApiRoute> = {'': 'probe', revisions: 'revisions', 'repo/files': 'files', repo: 'download'}
+const API_PREFIX = ['api', 'v1']
+const MODEL_ROUTES: Record<string, ApiRoute> = {'': 'probe', revisions: 'revisions', 'repo/files': 'files', repo: 'download'}
+const DATASET_ROUTES: Record<string, ApiRoute> = {'': 'dataset-info', 'repo/tree': 'tree', repo: 'download'}
+/** Ids the mirror gives datasets fit 28 bits; anything longer is not one. */
+const NUMERIC_ID = /^[0-9]{1,9}$/
 
 export function parseRequestTarget(rawUrl: string): RequestTarget {
   const q = rawUrl.indexOf('?')
@@ -36,15 +43,23 @@ export function parseRequestTarget(rawUrl: string): RequestTarget {
     segments.push(d)
   }
   if (segments.length < 5 || API_PREFIX.some((p, i) => segments[i] !== p)) return {ok: false, status: 404, message: 'no such route'}
+  const repoKind: RepoKind | undefined = segments[2] === 'models' ? 'model' : segments[2] === 'datasets' ? 'dataset' : undefined
+  if (!repoKind) return {ok: false, status: 404, message: 'no such route'}
+  if (repoKind === 'dataset' && segments.length === 6 && NUMERIC_ID.test(segments[3]) && segments[4] === 'repo' && segments[5] === 'tree') {
+    return {ok: true, route: 'tree', modelId: '', repoKind, datasetNumericId: Number(segments[3]), query}
+  }
   const modelId = `${segments[3]}/${segments[4]}`
   try {
     parseModelId(modelId)
   } catch {
-    return {ok: false, status: 400, message: `not a model id: ${JSON.stringify(modelId)}`}
+    return {ok: false, status: 400, message: `not a ${repoKind} id: ${JSON.stringify(modelId)}`}
   }
-  const route = REST_ROUTES[segments.slice(5).join('/')]
+  const routes = repoKind === 'model' ? MODEL_ROUTES : DATASET_ROUTES
+  const rest = segments.slice(5).join('/')
+  // Own keys only: `.../constructor` must not find Object.prototype's.
+  const route = Object.hasOwn(routes, rest) ? routes[rest] : undefined
   if (!route) return {ok: false, status: 404, message: 'no such route'}
-  return {ok: true, route, modelId, query}
+  return {ok: true, route, modelId, repoKind, query}
 }
 
 /**

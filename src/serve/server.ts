@@ -5,10 +5,11 @@ import type {AddressInfo} from 'node:net'
 import {MsrError} from '../errors.js'
 import type {RetryPolicy} from '../transfer/retry-policy.js'
 import {isAuthorized} from './auth.js'
-import type {Catalog, ModelSnapshot, VerifiedFile} from './catalog.js'
+import type {RepoKind} from '../store/layout.js'
+import {type Catalog, type ModelSnapshot, type VerifiedFile, datasetNumericId} from './catalog.js'
 import {sendJson} from './envelope.js'
 import {FILE_READ_BYTES, sendFile} from './file-response.js'
-import {listingEntries} from './listing.js'
+import {listingEntries, pageOf, pageParams} from './listing.js'
 import {PullThrough, type PullThroughEvent} from './pull-through.js'
 import {parseRequestTarget, unservableReason, type ApiRoute} from './request-target.js'
 import {statusForUpstreamError, type Upstream} from './upstream.js'
@@ -26,6 +27,8 @@ export interface AccessEvent {
   ms: number
   route?: ApiRoute
   modelId?: string
+  /** Set (`dataset`) on dataset routes only. */
+  repoKind?: RepoKind
   path?: string
   range?: string
   /** Where the file came from: the cache, or the cache right after a pull-through. */
@@ -37,7 +40,7 @@ export interface AccessEvent {
 export type ServeEvent =
   | AccessEvent
   | PullThroughEvent
-  | {type: 'listening'; url: string; cacheRoot: string; models: string[]; upstream?: string; auth: boolean}
+  | {type: 'listening'; url: string; cacheRoot: string; models: string[]; datasets: string[]; upstream?: string; auth: boolean}
   | {type: 'warning'; message: string}
   | {type: 'stopped'; reason: string}
 
@@ -58,15 +61,19 @@ export interface MirrorOptions {
 interface RequestNote {
   route?: ApiRoute
   modelId?: string
+  repoKind?: RepoKind
   path?: string
   source?: 'cache' | 'upstream'
   bytes: number
 }
 
+/** How long a dataset's listing, built from the disk, serves its pages (a 100,000-file one has 1,000). */
+const TREE_TTL_MS = 10_000
+
 /**
  * `ms-resume serve`: the subset of the hub API the official clients and `ms-resume pull` use
  * (hub-protocol.md, "What a mirror must answer"), from a cache's verified files, and optionally
- * from an upstream hub through pull-through.
+ * from an upstream hub through pull-through. Datasets are served from the cache only.
  */
 export class Mirror {
   readonly url: string
@@ -76,6 +83,7 @@ export class Mirror {
   private closing = false
   private idle?: () => void
   private lastDropWarning = 0
+  private readonly trees = new WeakMap<ModelSnapshot, Map<string, {at: number; entries: Array<Record<string, unknown>>}>>()
 
   private constructor(private readonly server: http.Server, private readonly opts: MirrorOptions) {
     const addr = server.address() as AddressInfo
@@ -147,7 +155,7 @@ export class Mirror {
       this.opts.emit({
         type: 'access', time: new Date().toISOString(), remote, method: req.method ?? '', url: req.url ?? '',
         status: res.statusCode, bytes: note.source ? note.bytes : jsonBytes(req, res), ms: Math.round(performance.now() - started),
-        route: note.route, modelId: note.modelId, path: note.path, range: typeof req.headers.range === 'string' ? req.headers.range : undefined,
+        route: note.route, modelId: note.modelId, ...(note.repoKind === 'dataset' ? {repoKind: note.repoKind} : {}), path: note.path, range: typeof req.headers.range === 'string' ? req.headers.range : undefined,
         source: note.source, complete: res.writableFinished,
       })
     })
@@ -166,6 +174,10 @@ export class Mirror {
     if (!target.ok) return sendJson(res, target.status, null, target.message)
     note.route = target.route
     note.modelId = target.modelId
+    if (target.repoKind === 'dataset') {
+      note.repoKind = 'dataset'
+      return this.dataset(req, res, target.route, target.modelId, target.datasetNumericId, target.query, note)
+    }
     const {modelId, query} = target
     const snapshot = await this.opts.catalog.model(modelId)
     const local = snapshot && snapshot.files.size > 0 ? snapshot : undefined
@@ -179,6 +191,57 @@ export class Mirror {
       case 'download':
         return this.download(req, res, modelId, local, query, note)
     }
+  }
+
+  /**
+   * The dataset routes of the official clients: info (`Data.Id`), the paged `repo/tree` by
+   * owner/name (2.x) or by `Id` (1.x), and the file download, from verified files in the cache.
+   */
+  private async dataset(req: IncomingMessage, res: ServerResponse, route: ApiRoute, datasetId: string, numericId: number | undefined, query: URLSearchParams, note: RequestNote): Promise<void> {
+    const snapshot = numericId === undefined ? await this.opts.catalog.model(datasetId, 'dataset') : await this.opts.catalog.datasetByNumericId(numericId)
+    const local = snapshot && snapshot.files.size > 0 ? snapshot : undefined
+    const name = numericId === undefined ? datasetId : `with Id ${numericId}`
+    if (!local) return sendJson(res, 404, null, `dataset ${name} is not in this mirror${this.opts.upstream ? ' (datasets are served from its cache only)' : ''}`)
+    note.modelId = local.modelId
+    const revision = query.get('Revision') || 'master'
+    switch (route) {
+      case 'dataset-info': {
+        const [owner, name] = local.modelId.split('/')
+        return sendJson(res, 200, {Id: datasetNumericId(local.modelId), Name: name, Namespace: owner, Type: 0, ChineseName: '', Description: `${local.modelId}, mirrored by ms-resume serve`, Visibility: 5}, 'success')
+      }
+      case 'tree': {
+        if (!servesRevision(local, revision)) return sendJson(res, 404, null, revisionMissing(local.modelId, revision, local))
+        const entries = await this.treeOf(local, query.get('Root') ?? '', /^true$/i.test(query.get('Recursive') ?? 'False'))
+        return sendJson(res, 200, {Files: pageOf(entries, pageParams(query))}, 'success')
+      }
+      default: {
+        const filePath = query.get('FilePath')
+        if (!filePath) return sendJson(res, 400, null, 'FilePath is required')
+        const refused = unservableReason(filePath)
+        if (refused) return sendJson(res, 400, null, `refusing FilePath ${JSON.stringify(filePath)}: ${refused}`)
+        note.path = filePath
+        if (!servesRevision(local, revision)) return sendJson(res, 404, null, revisionMissing(local.modelId, revision, local))
+        if (await this.serveCached(req, res, local, filePath, note, 'cache')) return
+        return sendJson(res, 404, null, `${filePath} is not a verified file of dataset ${local.modelId} in this mirror`)
+      }
+    }
+  }
+
+  /** Built from the disk once per snapshot, root and depth, and reused for TREE_TTL_MS. */
+  private async treeOf(local: ModelSnapshot, root: string, recursive: boolean): Promise<Array<Record<string, unknown>>> {
+    let byKey = this.trees.get(local)
+    if (!byKey) {
+      byKey = new Map()
+      this.trees.set(local, byKey)
+    }
+    const key = `${recursive}\u0000${root.replace(/^\/+|\/+$/g, '')}`
+    const hit = byKey.get(key)
+    if (hit && Date.now() - hit.at < TREE_TTL_MS) return hit.entries
+    // Clients choose Root: the map of one snapshot must not grow with every name they make up.
+    if (byKey.size > 64) byKey.clear()
+    const entries = listingEntries(await this.opts.catalog.present(local), {root, recursive, committedDate: local.createdAt})
+    byKey.set(key, {at: Date.now(), entries})
+    return entries
   }
 
   private async probe(res: ServerResponse, modelId: string, local: ModelSnapshot | undefined): Promise<void> {

@@ -5,7 +5,7 @@ import {Journal} from '../journal/journal.js'
 import {type LockInfo, inspectModelLock} from '../journal/lock.js'
 import {durableBytes, type FileStatus} from '../journal/schema.js'
 import type {ModelDirs} from '../store/find-models.js'
-import {JOURNAL_FILE, MANIFEST_FILE, PARTIAL_DIR, QUARANTINE_DIR} from '../store/layout.js'
+import {JOURNAL_FILE, MANIFEST_FILE, PARTIAL_DIR, QUARANTINE_DIR, type RepoKind} from '../store/layout.js'
 
 export interface FileState {
   path: string
@@ -19,6 +19,8 @@ export interface FileState {
 /** What one model's journal (and its state directory) says; the schema of `status --json`. */
 export interface ModelStatus {
   modelId: string
+  /** From the journal, else from where it lies (`<cache>/datasets/...`) or --dataset. */
+  repoKind: RepoKind
   revision?: string
   endpoint?: string
   modelDir: string
@@ -52,6 +54,7 @@ export async function modelStatus(dirs: ModelDirs, opts: {withFiles?: boolean} =
   const journalFile = await fs.stat(path.join(dirs.stateDir, JOURNAL_FILE)).catch(() => undefined)
   const status: ModelStatus = {
     modelId: doc?.modelId ?? dirs.dirId,
+    repoKind: doc ? (doc.repoKind ?? 'model') : (dirs.repoKind ?? 'model'),
     revision: doc?.revision,
     endpoint: doc?.endpoint,
     modelDir: dirs.modelDir,

@@ -1,14 +1,16 @@
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
-import {STATE_DIR_NAME} from './layout.js'
+import {type RepoKind, STATE_DIR_NAME} from './layout.js'
 
-/** A model directory that holds ms-resume state. */
+/** A model (or dataset) directory that holds ms-resume state. */
 export interface ModelDirs {
   modelDir: string
   stateDir: string
   /** `<owner>/<directory name>` (dots masked as ___ in the cache layouts), until a journal names it. */
   dirId: string
+  /** What the place says (`<cache>/datasets/...`, --dataset); a journal's word wins. */
+  repoKind?: RepoKind
 }
 
 /**
@@ -16,14 +18,14 @@ export interface ModelDirs {
  * Symlinks are skipped: the official client links a dotted name to its masked directory, and the
  * same model must not be listed (or cleaned) twice.
  */
-export async function findModelDirs(root: string): Promise<ModelDirs[]> {
+export async function findModelDirs(root: string, repoKind?: RepoKind): Promise<ModelDirs[]> {
   const found: ModelDirs[] = []
   for (const owner of await subdirs(root)) {
     for (const name of await subdirs(path.join(root, owner))) {
       const modelDir = path.join(root, owner, name)
       const stateDir = path.join(modelDir, STATE_DIR_NAME)
       const stat = await fs.lstat(stateDir).catch(() => undefined)
-      if (stat?.isDirectory()) found.push({modelDir, stateDir, dirId: `${owner}/${name}`})
+      if (stat?.isDirectory()) found.push({modelDir, stateDir, dirId: `${owner}/${name}`, ...(repoKind ? {repoKind} : {})})
     }
   }
   return found

@@ -1,5 +1,6 @@
 import type {CleanResult} from '../clean/clean.js'
 import {formatBytes} from '../format.js'
+import {repoLabel} from '../store/layout.js'
 
 /** `ms-resume clean` for people: what went (or would go), model by model, then the total. */
 export function cleanText(results: CleanResult[], searched: string, dryRun: boolean): string[] {
@@ -8,7 +9,7 @@ export function cleanText(results: CleanResult[], searched: string, dryRun: bool
   let freed = 0
   for (const r of results) {
     if (r.items.length === 0 && r.journalEntries.length === 0 && !r.journalProblem) continue
-    lines.push(`${r.modelId} (${r.modelDir})`)
+    lines.push(`${repoLabel(r)} (${r.modelDir})`)
     for (const item of r.items) {
       lines.push(`  ${verb} ${item.kind.padEnd(14)} ${formatBytes(item.bytes).padStart(10)}  ${item.file ?? item.target}`)
     }

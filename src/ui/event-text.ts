@@ -1,5 +1,6 @@
 import type {PullEvent} from '../events.js'
 import {formatBytes, formatDuration} from '../format.js'
+import {repoLabel} from '../store/layout.js'
 
 /**
  * The one line a human sees for an event worth a line of its own, or undefined (progress is drawn,
@@ -8,9 +9,9 @@ import {formatBytes, formatDuration} from '../format.js'
 export function eventText(e: PullEvent): string | undefined {
   switch (e.type) {
     case 'listing':
-      return `listing ${e.modelId}@${e.revision} on ${e.endpoint}`
+      return `listing ${repoLabel(e)}@${e.revision} on ${e.endpoint}`
     case 'start':
-      return `pulling ${e.modelId}@${e.revision}: ${plural(e.files, 'file')}, ${formatBytes(e.totalBytes)} (${formatBytes(e.toDownloadBytes)} to fetch) into ${e.modelDir}`
+      return `pulling ${repoLabel(e)}@${e.revision}: ${plural(e.files, 'file')}, ${formatBytes(e.totalBytes)} (${formatBytes(e.toDownloadBytes)} to fetch) into ${e.modelDir}`
     case 'waiting-lock':
       return `waiting: another ms-resume (${e.holder}) is pulling this model into the same place`
     case 'recovered-journal':
@@ -37,6 +38,17 @@ export function eventText(e: PullEvent): string | undefined {
     case 'progress':
       return undefined
   }
+}
+
+/**
+ * Above this many files a pull's finished files are counted in the progress line, not listed one
+ * by one: a dataset of 100,000 small files must not print 100,000 lines.
+ */
+export const PER_FILE_LINES_MAX = 200
+
+/** Whether a finished file gets its own line in a pull of `files` files. */
+export function fileLineWanted(e: PullEvent, files: number): boolean {
+  return e.type !== 'file-done' || files <= PER_FILE_LINES_MAX
 }
 
 export function plural(n: number, word: string): string {

@@ -28,6 +28,8 @@ export class JsonReporter implements Reporter {
       const now = Date.now()
       if (now - (this.lastProgress.get(e.path) ?? 0) < this.progressEveryMs && e.bytesDone < e.size) return
       this.lastProgress.set(e.path, now)
+    } else if (e.type === 'file-done') {
+      this.lastProgress.delete(e.path)
     }
     this.write({...e, time: new Date().toISOString()})
   }

@@ -1,14 +1,15 @@
 import type {MsrError} from '../errors.js'
 import type {PullEvent} from '../events.js'
 import type {PullSummary} from '../pull/pull.js'
-import {eventText} from './event-text.js'
+import {eventText, fileLineWanted} from './event-text.js'
 import {ProgressState} from './progress-state.js'
 import type {Reporter} from './reporter.js'
 import {progressText, summaryText} from './summary-text.js'
 
 /**
  * For logs and pipes: whole lines only (no carriage returns, no escape codes), one per finished
- * file and notable event, and a progress line every `everyMs` so a CI log shows the pull is alive.
+ * file (up to PER_FILE_LINES_MAX files; beyond, they are counted) and notable event, and a
+ * progress line every `everyMs` so a CI log shows the pull is alive.
  */
 export class PlainReporter implements Reporter {
   private readonly state = new ProgressState(Date.now())
@@ -18,7 +19,7 @@ export class PlainReporter implements Reporter {
 
   event(e: PullEvent): void {
     this.state.apply(e, Date.now())
-    const text = eventText(e)
+    const text = fileLineWanted(e, this.state.files) ? eventText(e) : undefined
     if (text) this.line(text)
     if (e.type === 'start' && !this.timer) {
       this.timer = setInterval(() => this.line(progressText(this.state.overall(Date.now()))), this.everyMs)

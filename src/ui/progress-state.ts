@@ -44,7 +44,9 @@ export class ProgressState {
   filesFailed = 0
   retries = 0
   startedAtMs: number
+  /** Bytes of files in flight; finished files only add to finishedBytes (100,000 files must not mean 100,000 entries summed per frame). */
   private readonly doneBytes = new Map<string, number>()
+  private finishedBytes = 0
   private readonly active = new Map<string, FileTrack>()
   private readonly network = new RateMeter()
 
@@ -85,7 +87,8 @@ export class ProgressState {
       case 'file-done':
         this.filesDone++
         this.active.delete(e.path)
-        this.doneBytes.set(e.path, e.size)
+        this.doneBytes.delete(e.path)
+        this.finishedBytes += e.size
         break
       case 'file-error':
         this.filesFailed++
@@ -104,7 +107,7 @@ export class ProgressState {
   }
 
   overall(nowMs: number): OverallProgress {
-    let bytesDone = 0
+    let bytesDone = this.finishedBytes
     for (const n of this.doneBytes.values()) bytesDone += n
     const bytesPerSec = this.network.bytesPerSec(nowMs)
     return {

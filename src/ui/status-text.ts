@@ -1,11 +1,12 @@
 import {formatBytes} from '../format.js'
 import type {LockInfo} from '../journal/lock.js'
 import type {ModelStatus} from '../status/model-status.js'
+import {repoLabel} from '../store/layout.js'
 import {plural} from './event-text.js'
 
 /** `ms-resume status` for people: one block per model. */
 export function statusText(models: ModelStatus[], searched: string): string[] {
-  if (models.length === 0) return [`no models with ms-resume state in ${searched}`]
+  if (models.length === 0) return [`no models or datasets with ms-resume state in ${searched}`]
   const lines: string[] = []
   for (const m of models) {
     if (lines.length > 0) lines.push('')
@@ -16,7 +17,7 @@ export function statusText(models: ModelStatus[], searched: string): string[] {
 
 function modelBlock(m: ModelStatus): string[] {
   const state = m.lockedBy ? `in use by ${m.lockedBy}` : m.journal === 'missing' ? 'nothing pulled here' : m.journal === 'unreadable' ? 'journal unreadable' : m.complete ? 'complete' : 'incomplete'
-  const lines = [`${m.modelId}${m.revision ? `@${m.revision}` : ''}: ${state}`, `  where:      ${m.modelDir}`]
+  const lines = [`${repoLabel(m)}${m.revision ? `@${m.revision}` : ''}: ${state}`, `  where:      ${m.modelDir}`]
   if (m.lock) lines.push(`  lock:       ${lockLine(m.lock)}`)
   if (m.problem) lines.push(`  journal:    ${m.problem} (the next pull moves it aside and re-checks the files on disk)`)
   if (m.journal === 'ok') {

@@ -3,8 +3,9 @@ import ora, {type Ora} from 'ora'
 import type {MsrError} from '../errors.js'
 import type {PullEvent} from '../events.js'
 import {formatBytes} from '../format.js'
+import {repoLabel} from '../store/layout.js'
 import type {PullSummary} from '../pull/pull.js'
-import {eventText, plural} from './event-text.js'
+import {eventText, fileLineWanted, plural} from './event-text.js'
 import {liveLines} from './live-view.js'
 import {ProgressState} from './progress-state.js'
 import type {Reporter} from './reporter.js'
@@ -63,7 +64,7 @@ export class TtyReporter implements Reporter {
     this.state.apply(e, this.now())
     switch (e.type) {
       case 'listing':
-        this.startSpinner(`Listing ${e.modelId}@${e.revision} on ${e.endpoint}`)
+        this.startSpinner(`Listing ${repoLabel(e)}@${e.revision} on ${e.endpoint}`)
         return
       case 'waiting-lock':
         if (this.spinner) {
@@ -72,7 +73,7 @@ export class TtyReporter implements Reporter {
         }
         break
       case 'start':
-        this.stopSpinner(`${e.modelId}@${e.revision}: ${plural(e.files, 'file')}, ${formatBytes(e.totalBytes)} (${formatBytes(e.toDownloadBytes)} to fetch) into ${e.modelDir}`)
+        this.stopSpinner(`${repoLabel(e)}@${e.revision}: ${plural(e.files, 'file')}, ${formatBytes(e.totalBytes)} (${formatBytes(e.toDownloadBytes)} to fetch) into ${e.modelDir}`)
         this.startLive()
         return
       case 'file-start':
@@ -80,8 +81,9 @@ export class TtyReporter implements Reporter {
         this.dirty = true
         return
       case 'file-done':
-        // A re-run over thousands of complete files must not scroll them all past: they are counted.
-        if (e.reused) {
+        // A re-run over thousands of complete files must not scroll them all past, nor a dataset
+        // of thousands of small files: they are counted in the overall line.
+        if (e.reused || !fileLineWanted(e, this.state.files)) {
           this.dirty = true
           return
         }

@@ -1,6 +1,7 @@
 import {formatBytes, formatDuration} from '../format.js'
 import type {DamagedRange} from '../integrity/check.js'
 import type {FileReport, VerifyReport} from '../verify/verify.js'
+import {repoLabel} from '../store/layout.js'
 
 /**
  * `ms-resume verify` for people: one line per file that is not ok (and per extra file, upstream
@@ -40,7 +41,7 @@ export function summaryLine(report: VerifyReport): string {
   if (c.notAFile) parts.push(`${c.notAFile} not a file`)
   if (c.extra) parts.push(`${c.extra} extra`)
   const repaired = report.repair && report.repair.files > 0 ? `, ${formatBytes(report.repair.downloadedBytes)} downloaded to repair` : ''
-  return `${report.ok ? 'verified' : 'NOT verified'}: ${report.modelId}@${report.revision}, ${c.files} files (${parts.join(', ')}) at level ${report.level}, ` +
+  return `${report.ok ? 'verified' : 'NOT verified'}: ${repoLabel(report)}@${report.revision}, ${c.files} files (${parts.join(', ')}) at level ${report.level}, ` +
     `${formatBytes(report.checkedBytes)} read in ${formatDuration(report.elapsedMs)}${repaired}; ${report.modelDir}`
 }
 

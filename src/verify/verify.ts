@@ -1,7 +1,9 @@
 import type {EndpointFailover} from '../events.js'
 import type {HubFile} from '../hub/types.js'
 import type {CheckLevel, DamagedRange, FileCheck, FileCheckStatus} from '../integrity/check.js'
-import {type Manifest, type ManifestFile, expectedFromManifest} from '../integrity/manifest.js'
+import {type Manifest, type ManifestFile, expectedFromManifest, manifestKind} from '../integrity/manifest.js'
+import {isSizeOnly, sameVersion} from '../integrity/size-only.js'
+import type {RepoKind} from '../store/layout.js'
 import {resolveInside} from '../store/safe-path.js'
 import {checkFiles, defaultThreads} from './check-pool.js'
 import {findExtraFiles} from './extra-files.js'
@@ -53,6 +55,7 @@ export interface VerifyCounts {
 export interface VerifyReport {
   type: 'verify'
   modelId: string
+  repoKind: RepoKind
   revision: string
   commit: string
   modelDir: string
@@ -94,6 +97,7 @@ export async function verifyModel(opts: VerifyOptions): Promise<VerifyReport> {
   const report: VerifyReport = {
     type: 'verify',
     modelId: manifest.modelId,
+    repoKind: manifestKind(manifest),
     revision: manifest.revision,
     commit: manifest.commit,
     modelDir: opts.modelDir,
@@ -156,7 +160,8 @@ export function diffRemote(manifest: Manifest, listed: HubFile[], where: {endpoi
   for (const m of manifest.files) {
     const h = hub.get(m.path)
     if (!h) diff.removed.push(m.path)
-    else if (h.sha256 !== m.sha256 || h.size !== m.size) {
+    // The hub lists no hash for a size-only file: its size and commit say whether it changed.
+    else if (isSizeOnly(h) ? !sameVersion(m, h) : h.sha256 !== m.sha256 || h.size !== m.size) {
       diff.changed.push({path: m.path, manifest: {size: m.size, sha256: m.sha256}, hub: {size: h.size, sha256: h.sha256, commit: h.commit}})
     }
   }

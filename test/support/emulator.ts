@@ -30,6 +30,13 @@
  * applied where the bytes are served (blob route, or download route when it serves directly). A
  * hub-level fault that lands on a blob GET is consumed but skipped (`faultSkipped` in the log).
  * Range-shaped faults on a request without Range behave as if `bytes=0-` had been asked.
+ *
+ * Datasets (`datasets` option, `addDataset`) live beside models under the key `datasetKey(id)`
+ * (`datasets/<owner>/<name>`), which every helper taking a repo accepts: a dataset and a model of
+ * one id are two repos. Their routes: `GET /api/v1/datasets/{owner}/{name}` (info, `Data.Id`),
+ * the paged `.../repo/tree?Revision&Root&Recursive&PageNumber&PageSize` (also as
+ * `/api/v1/datasets/{Id}/repo/tree`, as the 1.x client asks), and `.../repo?Source=SDK&Revision&
+ * FilePath` (302 or direct, faults as for models). `paging` makes a hub that misbehaves at paging.
  */
 import http, {STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse} from 'node:http'
 import https from 'node:https'
@@ -117,6 +124,8 @@ export interface EmulatorFileSpec {
   listedExtra?: Record<string, unknown>
   /** Initial fault script, as `setFaults`. */
   faults?: Array<Fault | null>
+  /** List this file without a SHA-256 (seen on real datasets): key left out, `null`, or `''`. */
+  noSha256?: 'absent' | 'null' | 'empty'
 }
 
 export interface EmulatorModelSpec {
@@ -130,8 +139,26 @@ export interface EmulatorModelSpec {
   gitattributes?: boolean | string
 }
 
+/** A dataset: files as for a model, plus how its listing pages behave. */
+export interface EmulatorDatasetSpec extends EmulatorModelSpec {
+  /** `Data.Id` of the info route (default: derived from the id). */
+  numericId?: number
+  /**
+   * `normal` (default): PageNumber/PageSize honoured. `ignorePageNumber`: every page is page 1.
+   * `endless`: past the real entries, full pages of made-up files, forever. `ignorePageSize`: page
+   * 1 holds every entry, later pages none.
+   */
+  paging?: 'normal' | 'ignorePageNumber' | 'endless' | 'ignorePageSize'
+}
+
+/** The key under which a dataset's files are kept and logged (a model's key is its id). */
+export function datasetKey(id: string): string {
+  return `datasets/${id}`
+}
+
 export interface HubEmulatorOptions {
   models?: EmulatorModelSpec[]
+  datasets?: EmulatorDatasetSpec[]
   /** When set, API routes need cookie `m_session_id=<token>` or `Authorization: Bearer <token>`. */
   token?: string
   /** Redirect downloads to the blob route on the second server (another origin). */
@@ -166,9 +193,10 @@ export interface FileMutation {
   listedSize?: number
   isLFS?: boolean
   listedExtra?: Record<string, unknown>
+  noSha256?: 'absent' | 'null' | 'empty'
 }
 
-export type LogRoute = 'probe' | 'revisions' | 'files' | 'download' | 'blob' | 'other'
+export type LogRoute = 'probe' | 'revisions' | 'files' | 'download' | 'blob' | 'dataset-info' | 'tree' | 'other'
 export type LogOrigin = 'main' | 'blob'
 
 export interface LogEntry {
@@ -187,6 +215,9 @@ export interface LogEntry {
   path?: string
   /** Revision query parameter (download/files routes). */
   revision?: string
+  /** PageNumber and PageSize asked (dataset `tree` route). */
+  page?: number
+  pageSize?: number
   /** Raw Range header. */
   range?: string
   /** First byte asked by `bytes=a-b` / `bytes=a-`. */
@@ -276,6 +307,7 @@ interface FileVersion {
   listedSha256?: string
   listedSize?: number
   listedExtra?: Record<string, unknown>
+  noSha256?: 'absent' | 'null' | 'empty'
   isLFS: boolean
   /** Quoted strong ETag. */
   etag: string
@@ -472,6 +504,8 @@ interface ModelState {
   files: Map<string, FileVersion>
   branches: Array<{Revision: string; CreatedAt: number}>
   tags: Array<{Revision: string; CreatedAt: number}>
+  /** Set for a dataset. */
+  dataset?: {numericId: number; paging: NonNullable<EmulatorDatasetSpec['paging']>; listings: Map<string, Array<Record<string, unknown>>>; pageFailures: Map<number, {status: number; left: number}>}
 }
 
 function fkey(repo: string, path: string): string {
@@ -524,6 +558,7 @@ export class HubEmulator {
   static async start(opts: HubEmulatorOptions = {}): Promise<HubEmulator> {
     const emu = new HubEmulator(opts)
     for (const m of opts.models ?? []) emu.addModel(m)
+    for (const d of opts.datasets ?? []) emu.addDataset(d)
     const host = opts.host ?? '127.0.0.1'
     emu.mainServer = emu.makeServer('main')
     emu.otherServer = emu.makeServer('blob')
@@ -581,15 +616,57 @@ export class HubEmulator {
     }
   }
 
+  /** A dataset, kept under `datasetKey(spec.id)`. */
+  addDataset(spec: EmulatorDatasetSpec): void {
+    const parts = spec.id.split('/')
+    if (parts.length !== 2 || !parts[0] || !parts[1]) throw new Error(`dataset id must be owner/name: ${spec.id}`)
+    const key = datasetKey(spec.id)
+    if (this.models.has(key)) throw new Error(`dataset exists: ${spec.id}`)
+    const branchNames = ['master', ...(spec.branches ?? []).filter((b) => b !== 'master')]
+    const numericId = spec.numericId ?? parseInt(sha256hex(key).slice(0, 7), 16)
+    if ([...this.models.values()].some((m) => m.dataset?.numericId === numericId)) throw new Error(`dataset Id ${numericId} taken`)
+    this.models.set(key, {
+      id: key,
+      owner: parts[0],
+      name: parts[1],
+      files: new Map(),
+      branches: branchNames.map((b, i) => ({Revision: b, CreatedAt: BASE_DATE + i * 86400})),
+      tags: (spec.tags ?? []).map((t, i) => ({Revision: t, CreatedAt: BASE_DATE + 3600 + i * 86400})),
+      dataset: {numericId, paging: spec.paging ?? 'normal', listings: new Map(), pageFailures: new Map()},
+    })
+    for (const f of spec.files) this.addFile(key, f)
+    const ga = spec.gitattributes ?? true
+    if (ga !== false && !this.model(key).files.has('.gitattributes')) {
+      this.addFile(key, {path: '.gitattributes', content: typeof ga === 'string' ? ga : DEFAULT_GITATTRIBUTES})
+    }
+  }
+
+  /** `Data.Id` of a dataset. */
+  datasetIdOf(id: string): number {
+    return this.model(datasetKey(id)).dataset!.numericId
+  }
+
+  /** The next `times` requests for listing page `page` of a dataset answer `status` (default 503). */
+  failTreePage(id: string, page: number, times: number, status = 503): void {
+    this.model(datasetKey(id)).dataset!.pageFailures.set(page, {status, left: times})
+  }
+
+  /** How a dataset's listing pages behave from now on. */
+  setPaging(id: string, paging: NonNullable<EmulatorDatasetSpec['paging']>): void {
+    this.model(datasetKey(id)).dataset!.paging = paging
+  }
+
   addFile(repo: string, spec: EmulatorFileSpec): void {
     const model = this.model(repo)
     if (model.files.has(spec.path)) throw new Error(`file exists: ${repo} ${spec.path}`)
+    model.dataset?.listings.clear()
     model.files.set(spec.path, this.makeVersion(repo, spec, 0))
     this.blobIndex.set(this.blobId(repo, spec.path), {repo, path: spec.path})
     if (spec.faults) this.setFaults(repo, spec.path, spec.faults)
   }
 
   removeFile(repo: string, path: string): void {
+    this.model(repo).dataset?.listings.clear()
     this.model(repo).files.delete(path)
   }
 
@@ -603,6 +680,7 @@ export class HubEmulator {
       listedSize: m.listedSize,
       isLFS: m.isLFS,
       listedExtra: m.listedExtra,
+      noSha256: m.noSha256,
     }
     if (m.content !== undefined) {
       spec.content = m.content
@@ -611,6 +689,7 @@ export class HubEmulator {
       spec.size = m.size ?? old.size
       spec.seed = m.seed ?? `${old.seed ?? `${repo}:content`}~${generation}`
     }
+    this.model(repo).dataset?.listings.clear()
     this.model(repo).files.set(path, this.makeVersion(repo, spec, generation))
   }
 
@@ -642,6 +721,7 @@ export class HubEmulator {
       listedSha256: spec.listedSha256,
       listedSize: spec.listedSize,
       listedExtra: spec.listedExtra,
+      noSha256: spec.noSha256,
       isLFS: spec.isLFS ?? (size >= MiB || LFS_EXT.test(spec.path)),
       etag: `"${etagHex}"`,
       revision: crypto.createHash('sha1').update(`${repo}\0${spec.path}\0${etagHex}\0${generation}`).digest('hex'),
@@ -931,9 +1011,123 @@ export class HubEmulator {
       }
       return
     }
+    const DATASETS = '/api/v1/datasets/'
+    if (p.startsWith(DATASETS) && origin === 'main') return this.dispatchDataset(req, res, entry, p.slice(DATASETS.length), u.searchParams)
     if (p.startsWith('/blobs/')) return this.serveBlob(req, res, entry, p.slice(7), u.searchParams)
     if (p.startsWith('/loop/')) return this.serveLoop(req, res, entry, p, u.searchParams)
     return this.sendText(req, res, entry, 404, 'not found')
+  }
+
+  private async dispatchDataset(req: IncomingMessage, res: ServerResponse, entry: LogEntry, rest: string, q: URLSearchParams): Promise<void> {
+    let segs: string[]
+    try {
+      segs = rest.split('/').map((s) => decodeURIComponent(s))
+    } catch {
+      return this.sendJson(req, res, entry, 400, envelope(400, null, 'bad path encoding'))
+    }
+    let dataset: ModelState | undefined
+    let route: LogRoute | undefined
+    if (segs.length === 3 && /^\d+$/.test(segs[0]) && segs[1] === 'repo' && segs[2] === 'tree') {
+      // The 1.x client lists by the numeric Id the info route gave it.
+      route = 'tree'
+      dataset = [...this.models.values()].find((m) => m.dataset?.numericId === Number(segs[0]))
+      entry.repo = dataset?.id
+    } else if (segs.length >= 2 && segs[0] && segs[1]) {
+      const tail = segs.slice(2).join('/')
+      route = tail === '' ? 'dataset-info' : tail === 'repo/tree' ? 'tree' : tail === 'repo' ? 'download' : undefined
+      entry.repo = datasetKey(`${segs[0]}/${segs[1]}`)
+      dataset = this.models.get(entry.repo)
+    }
+    if (route === undefined) return this.sendJson(req, res, entry, 404, envelope(404, null, 'not found'))
+    entry.route = route
+    const auth = this.authStatus(req)
+    if (auth === 401) return this.sendJson(req, res, entry, 401, envelope(401, null, 'authentication required'))
+    if (auth === 403) return this.sendJson(req, res, entry, 403, envelope(403, null, 'invalid token'))
+    if (!dataset?.dataset) return this.sendJson(req, res, entry, 404, envelope(404, null, `dataset ${segs.slice(0, 2).join('/')} not found`))
+    switch (route) {
+      case 'dataset-info':
+        return this.sendJson(req, res, entry, 200, envelope(200, {
+          Id: dataset.dataset.numericId, Name: dataset.name, Namespace: dataset.owner, Type: 0, ChineseName: '',
+          Description: `emulated dataset ${dataset.owner}/${dataset.name}`, Visibility: 5,
+        }, 'success'))
+      case 'tree':
+        return this.serveTree(req, res, entry, dataset, q)
+      default:
+        return this.serveDownload(req, res, entry, dataset, q)
+    }
+  }
+
+  /** A dataset's listing, one page of it; the whole listing is built once per version of the files. */
+  private async serveTree(req: IncomingMessage, res: ServerResponse, entry: LogEntry, dataset: ModelState, q: URLSearchParams): Promise<void> {
+    const rev = q.get('Revision') || 'master'
+    entry.revision = rev
+    if (!this.knownRevision(dataset, rev)) return this.sendJson(req, res, entry, 404, envelope(404, null, `revision ${rev} not found`))
+    const pageNumber = Math.max(1, Number.parseInt(q.get('PageNumber') ?? '1', 10) || 1)
+    const pageSize = Math.max(1, Number.parseInt(q.get('PageSize') ?? '100', 10) || 100)
+    entry.page = pageNumber
+    entry.pageSize = pageSize
+    const failure = dataset.dataset!.pageFailures.get(pageNumber)
+    if (failure && failure.left > 0) {
+      failure.left--
+      return this.sendJson(req, res, entry, failure.status, envelope(failure.status, null, `page ${pageNumber} failed on purpose`))
+    }
+    const recursive = /^true$/i.test(q.get('Recursive') ?? 'False')
+    const root = (q.get('Root') ?? '').replace(/^\/+|\/+$/g, '')
+    const key = `${recursive}\u0000${root}`
+    const meta = dataset.dataset!
+    let all = meta.listings.get(key)
+    if (!all) {
+      all = await this.treeEntries(dataset, root, recursive)
+      meta.listings.set(key, all)
+    }
+    let page: Array<Record<string, unknown>>
+    switch (meta.paging) {
+      case 'ignorePageNumber':
+        page = all.slice(0, pageSize)
+        break
+      case 'ignorePageSize':
+        page = pageNumber === 1 ? all : []
+        break
+      default:
+        page = all.slice((pageNumber - 1) * pageSize, pageNumber * pageSize)
+        if (meta.paging === 'endless' && page.length < pageSize) {
+          const start = (pageNumber - 1) * pageSize + page.length
+          for (let i = start; page.length < pageSize; i++) {
+            page.push({Name: `f${i}.txt`, Path: `endless/f${i}.txt`, Type: 'blob', Size: 1, Sha256: sha256hex(String(i)), Revision: '0'.repeat(40), IsLFS: false, Mode: '33188'})
+          }
+        }
+    }
+    return this.sendJson(req, res, entry, 200, envelope(200, {Files: page}, 'success'))
+  }
+
+  private async treeEntries(model: ModelState, root: string, recursive: boolean): Promise<Array<Record<string, unknown>>> {
+    const prefix = root === '' ? '' : `${root}/`
+    const under = (p: string) => p.startsWith(prefix) && p.length > prefix.length
+    const direct = (p: string) => !p.slice(prefix.length).includes('/')
+    const dirs = new Set<string>()
+    for (const v of model.files.values()) {
+      const segs = v.path.split('/')
+      let d = ''
+      for (let i = 0; i < segs.length - 1; i++) {
+        d = i === 0 ? segs[0] : `${d}/${segs[i]}`
+        if (segs[i] !== '' && under(d) && (recursive || direct(d))) dirs.add(d)
+      }
+    }
+    const byPath = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)
+    const trees = [...dirs].sort(byPath).map((d) => ({Name: basename(d), Path: d, Type: 'tree', Size: 0, Sha256: '', Revision: '', IsLFS: false, Mode: '16384'}))
+    const blobs: Array<Record<string, unknown>> = []
+    const versions = [...model.files.values()].filter((v) => under(v.path) && (recursive || direct(v.path))).sort((a, b) => byPath(a.path, b.path))
+    for (const v of versions) {
+      const entry: Record<string, unknown> = {
+        Name: basename(v.path), Path: v.path, Type: 'blob', Size: v.listedSize ?? v.size,
+        Revision: v.revision, CommitId: v.revision, IsLFS: v.isLFS, Mode: '33188',
+        CommitMessage: v.commitMessage, CommitterName: 'ms-resume-emulator', CommittedDate: v.committedDate,
+      }
+      if (v.noSha256 === undefined) entry.Sha256 = v.listedSha256 ?? (await this.shaAsync(v))
+      else if (v.noSha256 !== 'absent') entry.Sha256 = v.noSha256 === 'null' ? null : ''
+      blobs.push({...entry, ...v.listedExtra})
+    }
+    return [...trees, ...blobs]
   }
 
   private authStatus(req: IncomingMessage): 0 | 401 | 403 {
@@ -1004,7 +1198,7 @@ export class HubEmulator {
       }))
     const blobs: Array<Record<string, unknown>> = []
     for (const v of versions.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) {
-      const sha = v.listedSha256 ?? (await this.shaAsync(v))
+      const sha = v.noSha256 === undefined ? (v.listedSha256 ?? (await this.shaAsync(v))) : v.noSha256 === 'null' ? null : ''
       blobs.push({
         Name: basename(v.path),
         Path: v.path,

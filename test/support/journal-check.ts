@@ -15,7 +15,7 @@ export async function journalClaimsProblems(modelDir: string): Promise<{problems
   const stateDir = statePaths(modelDir).dir
   const problems: string[] = []
   const durablePrefix: Record<string, number> = {}
-  let doc: {files: Record<string, {path: string; size: number; sha256: string; status: string; chunkSizeBytes: number; chunks: Array<string | null>; partialName?: string; partialChunks?: Array<{index: number; bytes: number; xxh64: string}>}>}
+  let doc: {files: Record<string, {path: string; size: number; sha256: string; observedSha256?: string; status: string; chunkSizeBytes: number; chunks: Array<string | null>; partialName?: string; partialChunks?: Array<{index: number; bytes: number; xxh64: string}>}>}
   try {
     doc = JSON.parse(await fs.readFile(path.join(stateDir, 'journal-v1.json'), 'utf8'))
   } catch (error) {
@@ -24,6 +24,8 @@ export async function journalClaimsProblems(modelDir: string): Promise<{problems
   }
   const {h64Raw} = await xxhash()
   for (const r of Object.values(doc.files)) {
+    // A size-only file (no listed hash) is held to the hash of the bytes the pull placed.
+    const expectedSha256 = r.sha256 || r.observedSha256
     let prefix = 0
     while (prefix < r.chunks.length && r.chunks[prefix] !== null) prefix++
     const partials = r.partialChunks ?? []
@@ -34,7 +36,7 @@ export async function journalClaimsProblems(modelDir: string): Promise<{problems
       const stat = await fs.lstat(finalPath).catch(() => undefined)
       if (!stat?.isFile()) problems.push(`${r.path}: journal says complete but no file is at its final path`)
       else if (stat.size !== r.size) problems.push(`${r.path}: journal says complete but the file has ${stat.size} bytes, not ${r.size}`)
-      else if (createHash('sha256').update(await fs.readFile(finalPath)).digest('hex') !== r.sha256) problems.push(`${r.path}: journal says complete but the file's SHA-256 differs`)
+      else if (createHash('sha256').update(await fs.readFile(finalPath)).digest('hex') !== expectedSha256) problems.push(`${r.path}: journal says complete but the file's SHA-256 differs`)
       continue
     }
     if (!r.chunks.some((c) => c !== null) && partials.length === 0) continue
@@ -46,7 +48,7 @@ export async function journalClaimsProblems(modelDir: string): Promise<{problems
       // Finalize renames the verified partial and marks the record complete in a batched write:
       // killed in between, the claimed bytes are at the final path (the next run adopts them).
       const final = await fs.readFile(path.join(modelDir, ...r.path.split('/'))).catch(() => undefined)
-      if (!final || createHash('sha256').update(final).digest('hex') !== r.sha256) problems.push(`${r.path}: journal claims chunks but the partial is missing`)
+      if (!final || (expectedSha256 && createHash('sha256').update(final).digest('hex') !== expectedSha256)) problems.push(`${r.path}: journal claims chunks but the partial is missing`)
       continue
     }
     r.chunks.forEach((sum, i) => {

@@ -491,3 +491,58 @@ describe('hub emulator', function () {
     })
   })
 })
+
+describe('emulator: datasets', () => {
+  let emu: HubEmulator
+  const DS = 'acme/set.v1'
+  const json = async (url: string) => JSON.parse((await get(url)).body.toString('utf8'))
+  const tree = (route: string, page: number, size = 3) => json(`${emu.url}/api/v1/datasets/${route}/repo/tree?Revision=master&Root=/&Recursive=True&PageNumber=${page}&PageSize=${size}`)
+
+  beforeEach(async () => {
+    emu = await HubEmulator.start({
+      datasets: [{id: DS, gitattributes: false, files: [
+        {path: 'a/x.txt', content: 'x'},
+        {path: 'a/y.txt', content: 'yy', noSha256: 'absent'},
+        {path: 'b.txt', content: 'bbb', noSha256: 'null'},
+        {path: 'c.txt', content: 'cccc', noSha256: 'empty'},
+      ]}],
+      models: [{id: DS, gitattributes: false, files: [{path: 'a/x.txt', content: 'the model'}]}],
+    })
+  })
+  afterEach(async () => emu.stop())
+
+  it('pages the tree (trees count), by owner/name and by the Id of the info route; missing Sha256 in its three shapes', async () => {
+    const info = await json(`${emu.url}/api/v1/datasets/${DS}`)
+    expect(info.Data.Id).to.equal(emu.datasetIdOf(DS))
+    const pages = [await tree(DS, 1), await tree(DS, 2), await tree(DS, 3)]
+    expect(pages.map((p) => p.Data.Files.map((f: {Path: string}) => f.Path))).to.deep.equal([['a', 'a/x.txt', 'a/y.txt'], ['b.txt', 'c.txt'], []])
+    expect(await tree(String(info.Data.Id), 2)).to.deep.include({Data: pages[1].Data})
+    const [x, y] = pages[0].Data.Files.slice(1)
+    expect(x.Sha256).to.equal(crypto.createHash('sha256').update('x').digest('hex'))
+    expect(y).not.to.have.property('Sha256')
+    expect(pages[1].Data.Files.map((f: {Sha256: unknown}) => f.Sha256)).to.deep.equal([null, ''])
+    expect(emu.log.filter((e) => e.route === 'tree').map((e) => [e.repo, e.page, e.pageSize])).to.deep.include(['datasets/acme/set.v1', 2, 3])
+  })
+
+  it('a dataset and a model of one id are two repos; downloads come from the dataset route', async () => {
+    const ds = await get(`${emu.url}/api/v1/datasets/${DS}/repo?${new URLSearchParams({Source: 'SDK', Revision: 'master', FilePath: 'a/x.txt'})}`)
+    expect(ds.status).to.equal(302)
+    const blob = await get(ds.headers.location!)
+    expect(blob.body.toString()).to.equal('x')
+    expect(emu.contentOf(DS, 'a/x.txt').toString()).to.equal('the model')
+    expect((await json(`${emu.url}/api/v1/datasets/acme/nope`)).Code).to.equal(404)
+    expect((await json(`${emu.url}/api/v1/datasets/${DS}/repo/tree?Revision=v9`)).Code).to.equal(404)
+  })
+
+  it('paging misbehaviour on demand: ignorePageNumber, ignorePageSize, endless', async () => {
+    emu.setPaging(DS, 'ignorePageNumber')
+    expect((await tree(DS, 2)).Data.Files.map((f: {Path: string}) => f.Path)).to.deep.equal(['a', 'a/x.txt', 'a/y.txt'])
+    emu.setPaging(DS, 'ignorePageSize')
+    expect((await tree(DS, 1)).Data.Files).to.have.length(5)
+    expect((await tree(DS, 2)).Data.Files).to.have.length(0)
+    emu.setPaging(DS, 'endless')
+    const far = await tree(DS, 50)
+    expect(far.Data.Files).to.have.length(3)
+    expect(new Set(far.Data.Files.map((f: {Path: string}) => f.Path)).size).to.equal(3)
+  })
+})

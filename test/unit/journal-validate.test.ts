@@ -63,6 +63,29 @@ describe('journal validation (state files are input)', () => {
     expect(validateJournal(doc(record('plain.bin', 10, 0))).doc!.files.toString).to.equal(undefined)
   })
 
+  it('a size-only record (sha256 "") is valid; once complete it needs the hash it was placed with, nothing else may carry one', () => {
+    const r = record('s.bin', 10, 1)
+    r.sha256 = ''
+    expect(validateJournal(doc(r)).problem).to.equal(undefined)
+    r.status = 'complete'
+    expect(validateJournal(doc(r)).problem).to.match(/complete size-only file without observedSha256/)
+    r.observedSha256 = 'd'.repeat(64)
+    expect(validateJournal(doc(r)).problem).to.equal(undefined)
+    r.observedSha256 = 'nope'
+    expect(validateJournal(doc(r)).problem).to.match(/bad observedSha256/)
+    const listed = record('l.bin', 10, 1)
+    listed.observedSha256 = 'd'.repeat(64)
+    expect(validateJournal(doc(listed)).problem, 'a listed hash and an observed one').to.match(/bad observedSha256/)
+  })
+
+  it('repoKind: absent (a model) or "dataset"; anything else sets the journal aside', () => {
+    const d = emptyJournal({hub: 'modelscope', endpoint: 'http://127.0.0.1:1', modelId: 'acme/m', repoKind: 'dataset', revision: 'master'})
+    expect(d.repoKind).to.equal('dataset')
+    expect(validateJournal(JSON.parse(JSON.stringify(d))).problem).to.equal(undefined)
+    expect(emptyJournal({hub: 'modelscope', endpoint: 'http://127.0.0.1:1', modelId: 'acme/m', repoKind: 'model', revision: 'master'})).not.to.have.property('repoKind')
+    expect(validateJournal({...JSON.parse(JSON.stringify(d)), repoKind: 'space'}).problem).to.match(/bad repoKind/)
+  })
+
   it('a file of 0 bytes has no chunks and is valid', () => {
     expect(validateJournal(doc(record('empty', 0, 0))).problem).to.equal(undefined)
   })

@@ -75,6 +75,9 @@ describe('manifest JSON Schema', () => {
       ['parent path', (m) => (m.files[1].path = '../escape')],
       ['absolute path', (m) => (m.files[1].path = '/etc/passwd')],
       ['bad model id', (m) => (m.modelId = 'no-slash')],
+      ['a repo kind other than dataset', (m) => ((m as Record<string, unknown>).repoKind = 'model')],
+      ['sizeOnly false', (m) => ((m.files[1] as Record<string, unknown>).sizeOnly = false)],
+      ['sizeOnly as a string', (m) => ((m.files[1] as Record<string, unknown>).sizeOnly = 'yes')],
     ]
     for (const [name, breakIt] of broken) {
       const m = clone(example) as Manifest & Record<string, unknown>
@@ -82,6 +85,12 @@ describe('manifest JSON Schema', () => {
       expect(validate(m), `schema accepts: ${name}`).to.equal(false)
       expect(manifestProblem(m), `reader accepts: ${name}`).to.be.a('string')
     }
+    // A dataset's manifest, with a file the hub listed without a SHA-256, is valid for both.
+    const dataset = clone(example) as Manifest
+    dataset.repoKind = 'dataset'
+    dataset.files[1].sizeOnly = true
+    expect(validate(dataset), JSON.stringify(validate.errors)).to.equal(true)
+    expect(manifestProblem(dataset)).to.equal(undefined)
     // The schema is closed (additionalProperties: false); the reader tolerates unknown fields.
     expect(validate({...clone(example), extra: 1})).to.equal(false)
   })

@@ -317,6 +317,19 @@ describe('python-index: the official client index (.msc/.mdl/.mv)', () => {
       })
     })
 
+    it('a dataset: .mv is the bare revision name (as dataset_snapshot_download writes it), no dotted-name symlink, the same lock file', async () => {
+      const cacheRoot = path.join(dir, 'cache')
+      const modelDir = path.join(cacheRoot, 'datasets', 'acme', 'corpus___v1')
+      const res = await writeModelscopeIndex({owner: 'acme', name: 'corpus.v1', repoKind: 'dataset', revisionName: 'v2', modelDir, cacheRoot, files: CASES.mixed})
+      expect(await fs.readFile(path.join(modelDir, '.mv'), 'utf8')).to.equal('v2')
+      expect(res.symlink).to.equal('not-needed')
+      expect(await fs.lstat(path.join(cacheRoot, 'datasets', 'acme', 'corpus.v1')).catch(() => undefined)).to.equal(undefined)
+      expect(res.lockFile).to.equal(path.join(cacheRoot, '.lock', 'acme___corpus.v1'))
+      const index = await readModelscopeIndex(modelDir)
+      expect(index).to.include({id: 'acme/corpus___v1'})
+      expect(index.files).to.deep.equal(CASES.mixed)
+    })
+
     it('reads a missing index as nulls, and a garbage one as nulls too', async () => {
       expect(await readModelscopeIndex(path.join(dir, 'nope'))).to.deep.equal({files: null, id: null, revision: null})
       await fs.writeFile(path.join(dir, '.msc'), 'not a pickle')

@@ -97,8 +97,23 @@ describe('serve: request targets and file paths (traversal never reaches the fil
     }
   })
 
+  it('parses the dataset routes of the official clients, by owner/name and by numeric Id', () => {
+    const cases: Array<[string, string, Record<string, unknown>]> = [
+      ['/api/v1/datasets/acme/corpus.v1', 'dataset-info', {modelId: 'acme/corpus.v1'}],
+      ['/api/v1/datasets/acme/corpus.v1/repo/tree?Revision=master&Root=/&Recursive=True&PageNumber=2&PageSize=100', 'tree', {modelId: 'acme/corpus.v1'}],
+      ['/api/v1/datasets/123456/repo/tree?Revision=master&PageNumber=1', 'tree', {modelId: '', datasetNumericId: 123456}],
+      ['/api/v1/datasets/acme/corpus.v1/repo?Source=SDK&Revision=master&FilePath=a%2Fb.txt', 'download', {modelId: 'acme/corpus.v1'}],
+    ]
+    for (const [url, route, extra] of cases) expect(parseRequestTarget(url), url).to.include({ok: true, route, repoKind: 'dataset', ...extra})
+    expect(parseRequestTarget('/api/v1/models/acme/corpus.v1')).to.include({ok: true, route: 'probe', repoKind: 'model'})
+    for (const url of ['/api/v1/datasets/acme/x/revisions', '/api/v1/datasets/acme/x/repo/files', '/api/v1/datasets/1234567890/repo/tree', '/api/v1/models/o/n/constructor', '/api/v1/datasets/o/n/constructor', '/api/v1/datasets/o/n/__proto__']) {
+      expect(parseRequestTarget(url), url).to.include({ok: false, status: 404})
+    }
+    expect(parseRequestTarget('/api/v1/datasets/o/%2e%2e/repo/tree'), 'dot segment').to.include({ok: false, status: 400})
+  })
+
   it('unknown routes are 404', () => {
-    for (const url of ['/', '/api/v1/models/o', '/api/v1/datasets/o/n', '/api/v1/models/o/n/repo/tree', '/blobs/x', 'http://evil/api/v1/models/o/n']) {
+    for (const url of ['/', '/api/v1/models/o', '/api/v1/datasets/o', '/api/v1/models/o/n/repo/tree', '/api/v1/spaces/o/n', '/blobs/x', 'http://evil/api/v1/models/o/n']) {
       const t = parseRequestTarget(url)
       expect(t.ok, url).to.equal(false)
     }

@@ -1,7 +1,12 @@
-import {MsrError} from '../../errors.js'
+import {MsrError, isMsrError} from '../../errors.js'
 import type {EventSink} from '../../events.js'
+import {knobs} from '../../config.js'
+import {kindDir} from '../../store/layout.js'
 import {getJson} from '../../transfer/http.js'
-import type {Hub, HubFile, HubListing} from '../types.js'
+import {sleep} from '../../transfer/rate-limiter.js'
+import {type RetryPolicy, nextDelayMs} from '../../transfer/retry-policy.js'
+import type {Hub, HubFile, HubListing, RepoKind} from '../types.js'
+import {DATASET_PAGE_SIZE, DatasetListing, MAX_LISTING_PAGES, readDatasetPages} from './dataset-listing.js'
 
 interface Envelope<T> {
   Code?: number
@@ -33,17 +38,25 @@ export interface ModelScopeHubOptions {
   token?: string
   timeoutMs: number
   maxRetryAfterMs: number
+  /** Default model. */
+  repoKind?: RepoKind
+  /** Retries of one page of a dataset listing (a failure at page 600 must not list pages 1-599 again). */
+  policy?: RetryPolicy
 }
 
 /** The ModelScope API as described in hub-protocol.md; everything ModelScope-specific lives here. */
 export class ModelScopeHub implements Hub {
   readonly name = 'modelscope'
   readonly endpoint: string
+  readonly repoKind: RepoKind
   private readonly origin: string
+  /** Dataset listings on their way: shared by whoever asks meanwhile. */
+  private readonly datasetListings = new Map<string, Promise<HubListing>>()
 
   constructor(private readonly opts: ModelScopeHubOptions) {
     this.endpoint = opts.endpoint
     this.origin = new URL(opts.endpoint).origin
+    this.repoKind = opts.repoKind ?? 'model'
   }
 
   headersFor(url: URL): Record<string, string> {
@@ -57,11 +70,13 @@ export class ModelScopeHub implements Hub {
   }
 
   fileUrl(modelId: string, revision: string, filePath: string): string {
-    const query = new URLSearchParams({Revision: revision, FilePath: filePath})
-    return `${this.endpoint}/api/v1/models/${modelId}/repo?${query.toString()}`
+    // Datasets: as the official client asks for them (Source=SDK first).
+    const query = new URLSearchParams(this.repoKind === 'dataset' ? {Source: 'SDK', Revision: revision, FilePath: filePath} : {Revision: revision, FilePath: filePath})
+    return `${this.endpoint}/api/v1/${kindDir(this.repoKind)}/${modelId}/repo?${query.toString()}`
   }
 
   async listFiles(modelId: string, revision: string, signal?: AbortSignal): Promise<HubListing> {
+    if (this.repoKind === 'dataset') return this.listDataset(modelId, revision, signal)
     const query = new URLSearchParams({Revision: revision, Recursive: 'True'})
     // Both at once: on a 100 ms link one round trip less before the first byte.
     const [revisions, data] = await Promise.all([
@@ -92,6 +107,58 @@ export class ModelScopeHub implements Hub {
     return {files, revision, revisionCreatedAt: typeof createdAt === 'number' ? createdAt : undefined}
   }
 
+  /**
+   * `GET /api/v1/datasets/{owner}/{name}` (it exists: `Data.Id`) and the paged `repo/tree` listing,
+   * page 1 together with the info (one round trip less). Every file is kept, `.gitattributes`
+   * too: the official client's dataset download fetches it, and must find it present.
+   */
+  /**
+   * A pull lists again whenever a file's ETag changes (CDNs and mirrors name one file differently);
+   * for 100,000 files that is 1,000 pages, and files resuming together would each list them. They
+   * share one listing in flight; a listing asked for after it ended is a new one (it judges a change).
+   */
+  private listDataset(datasetId: string, revision: string, signal?: AbortSignal): Promise<HubListing> {
+    const key = `${datasetId}\u0000${revision}`
+    const pending = this.datasetListings.get(key)
+    if (pending) return pending
+    const listing = this.readDataset(datasetId, revision, signal)
+    this.datasetListings.set(key, listing)
+    void listing.catch(() => {}).finally(() => this.datasetListings.delete(key))
+    return listing
+  }
+
+  private async readDataset(datasetId: string, revision: string, signal?: AbortSignal): Promise<HubListing> {
+    const maxPages = knobs.maxListingPages ?? MAX_LISTING_PAGES
+    const listing = new DatasetListing(datasetId, DATASET_PAGE_SIZE, maxPages)
+    const page = (pageNumber: number, pageSignal: AbortSignal) => {
+      const query = new URLSearchParams({Revision: revision, Root: '/', Recursive: 'True', PageNumber: String(pageNumber), PageSize: String(DATASET_PAGE_SIZE)})
+      return this.withPageRetries(() => this.api<unknown>(`/api/v1/datasets/${datasetId}/repo/tree?${query.toString()}`, datasetId, revision, pageSignal), pageSignal)
+    }
+    const info = this.api<unknown>(`/api/v1/datasets/${datasetId}`, datasetId, revision, signal)
+    info.catch(() => {})
+    const [data, files] = await Promise.all([info, readDatasetPages(listing, page, {signal, maxPages})])
+    if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+      throw new MsrError('E_REMOTE', `The hub's answer about dataset ${datasetId} has no Data object.`, {hint: 'The hub may have changed its API; report it.'})
+    }
+    return {files, revision}
+  }
+
+  private async withPageRetries<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
+    const policy = this.opts.policy
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn()
+      } catch (error) {
+        if (signal.aborted || !isMsrError(error) || !error.retryable || !policy) throw error
+        if (attempt > policy.maxRetries) {
+          // Retried here already: the caller's own retries would list every page again.
+          throw new MsrError(error.code, error.message, {cause: error, hint: error.hint, retryable: false})
+        }
+        await sleep(nextDelayMs(attempt, policy, error.retryAfterMs), signal)
+      }
+    }
+  }
+
   async afterComplete(ctx: {modelDir: string; cacheRoot?: string; layout: string; modelId: string; listing: HubListing; emit?: EventSink}): Promise<void> {
     if (ctx.layout === 'local-dir') return
     const {MSC_FILE, writeModelscopeIndex} = await import('./python-index.js')
@@ -101,6 +168,7 @@ export class ModelScopeHub implements Hub {
       cacheRoot: ctx.layout === 'cache' ? ctx.cacheRoot : undefined,
       owner,
       name,
+      repoKind: this.repoKind,
       files: ctx.listing.files.map((f) => ({Path: f.path, Revision: f.commit})),
       revisionName: ctx.listing.revision,
       revisionCreatedAt: ctx.listing.revisionCreatedAt ?? Math.floor(Date.now() / 1000),
@@ -114,14 +182,15 @@ export class ModelScopeHub implements Hub {
   private async api<T>(route: string, modelId: string, revision: string, signal?: AbortSignal): Promise<T | undefined> {
     const url = `${this.endpoint}${route}`
     const {status, body} = await getJson<Envelope<T>>(url, this.headersFor(new URL(url)), {signal, timeoutMs: this.opts.timeoutMs, maxRetryAfterMs: this.opts.maxRetryAfterMs})
+    const kind = this.repoKind
     if (status === 404 || body?.Code === 404) {
-      throw new MsrError('E_NOT_FOUND', `Model ${modelId} (revision ${revision}) was not found on ${this.endpoint}.`, {
-        hint: 'Check the model id and --revision; a private model also needs --token.',
+      throw new MsrError('E_NOT_FOUND', `${kind === 'dataset' ? 'Dataset' : 'Model'} ${modelId} (revision ${revision}) was not found on ${this.endpoint}.`, {
+        hint: `Check the ${kind} id and --revision; a private ${kind} also needs --token.${kind === 'dataset' ? '' : ' A dataset is pulled with --dataset OWNER/NAME.'}`,
       })
     }
     if (status === 401 || status === 403 || body?.Code === 401 || body?.Code === 403) {
-      throw new MsrError('E_AUTH', `The hub refused access to ${modelId} (HTTP ${status}${this.opts.token ? ', token rejected' : ', no token given'}).`, {
-        hint: this.opts.token ? 'Check that the token is valid and may read this model.' : 'Pass a token with --token or MODELSCOPE_API_TOKEN.',
+      throw new MsrError('E_AUTH', `The hub refused access to ${kind === 'dataset' ? 'dataset ' : ''}${modelId} (HTTP ${status}${this.opts.token ? ', token rejected' : ', no token given'}).`, {
+        hint: this.opts.token ? `Check that the token is valid and may read this ${kind}.` : 'Pass a token with --token or MODELSCOPE_API_TOKEN.',
       })
     }
     if (!body || typeof body !== 'object' || body.Code !== 200) {

@@ -7,6 +7,9 @@
  * - `.mdl`: a pickle of `{'id': '<owner>/<masked name>'}`;
  * - `.mv`: the text `Revision:<branch or tag>,CreatedAt:<unix seconds>`, no trailing newline (the
  *   client does `f.write('Revision:%s,CreatedAt:%s' % ...)` and reads it back with `.strip()`).
+ *   For a dataset (`<cache>/datasets/<owner>/<masked name>`) the client's dataset download writes
+ *   the bare revision name instead (`save_model_version(revision_info=revision)` with a str), and
+ *   makes no dotted-name symlink.
  *
  * The pickles themselves are made and read by pickle-codec.ts; this module is the index: which
  * files, where, written atomically, merged with what another writer left.
@@ -18,7 +21,7 @@ import path from 'node:path'
 import {MsrError} from '../../errors.js'
 import {fsyncDir} from '../../fs/durable-file.js'
 import {fsFailure} from '../../fs/fs-errors.js'
-import {parseModelId} from '../../store/layout.js'
+import {parseModelId, type RepoKind} from '../../store/layout.js'
 import {RefusedStateFile, readStateFile} from '../../store/state-file.js'
 import {type PythonIndexEntry, assertStr, decodePickle, encodePickleDict, encodePickleIndex} from './pickle-codec.js'
 
@@ -53,10 +56,12 @@ export interface WriteModelscopeIndexOptions {
   name: string
   /** One entry per file present and verified in modelDir. */
   files: ReadonlyArray<PythonIndexEntry>
+  /** Default model; a dataset's `.mv` is the bare revision name and it gets no symlink. */
+  repoKind?: RepoKind
   /** The branch or tag name (`master`, `v1.0`). */
   revisionName: string
-  /** `CreatedAt` of that branch or tag from the revisions call, unix seconds. */
-  revisionCreatedAt: number
+  /** `CreatedAt` of that branch or tag from the revisions call, unix seconds (models only). */
+  revisionCreatedAt?: number
   /** Keep entries of an existing, readable `.msc` whose Path is not among `files`. Default true. */
   merge?: boolean
 }
@@ -214,9 +219,10 @@ function mergeEntries(existing: PythonIndexEntry[], ours: PythonIndexEntry[]): {
  */
 export async function writeModelscopeIndex(opts: WriteModelscopeIndexOptions): Promise<WriteModelscopeIndexResult> {
   const {modelDir, cacheRoot, owner, name, revisionName} = opts
+  const dataset = opts.repoKind === 'dataset'
   parseModelId(`${owner}/${name}`) // throws E_USAGE for anything that is not a safe owner/name
   assertStr(revisionName, 'revisionName')
-  if (!Number.isFinite(opts.revisionCreatedAt)) throw new TypeError('revisionCreatedAt must be a finite number')
+  if (!dataset && !Number.isFinite(opts.revisionCreatedAt)) throw new TypeError('revisionCreatedAt must be a finite number')
   const ours = opts.files.map((f, i) => {
     assertStr(f?.Path, `files[${i}].Path`)
     assertStr(f?.Revision, `files[${i}].Revision`)
@@ -245,13 +251,13 @@ export async function writeModelscopeIndex(opts: WriteModelscopeIndexOptions): P
 
   // .msc last: it is what makes the client treat files as present.
   await writeAtomic(path.join(modelDir, MDL_FILE), encodePickleDict({id: `${owner}/${maskModelName(name)}`}))
-  await writeAtomic(path.join(modelDir, MV_FILE), formatModelVersion(revisionName, opts.revisionCreatedAt))
+  await writeAtomic(path.join(modelDir, MV_FILE), dataset ? revisionName : formatModelVersion(revisionName, opts.revisionCreatedAt!))
   await writeAtomic(mscPath, encodePickleIndex(entries))
 
   const result: WriteModelscopeIndexResult = {entries, keptForeign, replacedUnreadable, ...(unreadableReason ? {unreadableReason} : {}), symlink: 'not-needed'}
   if (cacheRoot !== undefined) {
     result.lockFile = await ensureLockFile(cacheRoot, owner, name)
-    if (name.includes('.')) {
+    if (name.includes('.') && !dataset) {
       result.symlinkPath = path.join(cacheRoot, 'models', owner, name)
       result.symlink = await ensureSymlink(result.symlinkPath, modelDir)
     }
