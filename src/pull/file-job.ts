@@ -13,7 +13,7 @@ import {moveIntoPlace} from '../store/finalize.js'
 import {PARTIAL_DIR, QUARANTINE_DIR, partialNameFor} from '../store/layout.js'
 import {resolveInside} from '../store/safe-path.js'
 import {O_NOFOLLOW} from '../store/state-file.js'
-import {ChunkedDownload, type TransferOptions} from '../transfer/file-download.js'
+import type {TransferOptions} from '../transfer/file-download.js'
 
 /** Whole-file downloads that may end in a hash mismatch before we give up on a file. */
 export const MAX_INTEGRITY_ATTEMPTS = 3
@@ -158,6 +158,8 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     let found: string
     const savedState = record.sha256State
     try {
+      // Loaded when a file is downloaded (with undici): a no-op pull never needs them.
+      const {ChunkedDownload} = await import('../transfer/file-download.js')
       const download = await ChunkedDownload.prepare(record, fh, {...ctx, ...connectionOptions(ctx.connectionsFor(record.size))}, ctx.adoptUnknownPartials, partialPath)
       const resumedBytes = download.resumedBytes
       if (resumedBytes > 0) ctx.emit({type: 'resume', path: record.path, offsetBytes: resumedBytes, size: record.size})
