@@ -18,6 +18,8 @@ export interface Knobs {
   lockStaleMs: number
   /** MS_RESUME_CRASH_AT="<point>[:<n>]": tests only, SIGKILL at the n-th pass of a crash point. */
   crashAt: {point: string; count: number} | undefined
+  /** MS_RESUME_TEST_JOURNAL_COMPACT_BYTES: tests only, compact the journal once its log is larger (0: at every write). */
+  journalCompactBytes: number | undefined
 }
 
 function crashAtKnob(): Knobs['crashAt'] {
@@ -43,6 +45,7 @@ function readKnobs(): Knobs {
     connectTimeoutMs: numberKnob('MS_RESUME_CONNECT_TIMEOUT_MS', 1, 600_000) ?? 10_000,
     lockStaleMs: staleMsFromEnv(process.env),
     crashAt: crashAtKnob(),
+    journalCompactBytes: numberKnob('MS_RESUME_TEST_JOURNAL_COMPACT_BYTES', 0, Number.MAX_SAFE_INTEGER),
   }
 }
 

@@ -93,7 +93,7 @@ export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<Fil
     if (check.status === 'ok') {
       if (ctx.check !== 'size') {
         record.checkedAt = new Date().toISOString()
-        ctx.journal.markDirty()
+        ctx.journal.markDirty(record)
       }
       ctx.emit({type: 'file-done', path: file.path, size: file.size, downloadedBytes: 0, reused: true, sha256: file.sha256})
       return {...outcome, reused: true}
@@ -111,6 +111,16 @@ export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<Fil
   record ??= newRecord(file)
   record.integrityFailures = 0
   ctx.journal.set(record)
+  // The transfer changes the record in place and only flushes: every batch writes it until done.
+  ctx.journal.track(file.path)
+  try {
+    return await downloadUntilPlaced(ctx, file, record, outcome)
+  } finally {
+    ctx.journal.untrack(file.path)
+  }
+}
+
+async function downloadUntilPlaced(ctx: JobContext, file: HubFile, record: FileRecord, outcome: FileOutcome): Promise<FileOutcome> {
   let remoteChanges = 0
   /** The listing fetched to judge an ETag change, reused when it shows that the file changed. */
   let relisted: {file: HubFile | undefined} | undefined
