@@ -22,15 +22,18 @@ const bundlePath = path.join(dist, BUNDLE_FILE)
 /**
  * `import.meta.url` of each of our modules becomes the URL of its compiled file in dist/, so what is
  * found relative to it (the native addon, the verify worker script, hash-wasm's package.json) is
- * found from the bundle too. CommonJS has no import.meta: esbuild would leave it empty.
+ * found from the bundle too. CommonJS has no import.meta: esbuild would leave it empty. The helper
+ * is defined outside every module: a module's own `require` (native-addon.ts has one) must not
+ * shadow the one it uses.
  */
+const META_URL_HELPER = '__msResumeModuleUrl'
 const metaUrlOfEachFile: Plugin = {
   name: 'import-meta-url',
   setup(b) {
     b.onLoad({filter: /\/dist\/src\/.*\.js$/}, async (args) => {
       const text = await fs.readFile(args.path, 'utf8')
       const rel = path.relative(dist, args.path).split(path.sep).join('/')
-      return {contents: text.replaceAll('import.meta.url', `require('node:url').pathToFileURL(require('node:path').join(__dirname, ${JSON.stringify(rel)})).href`), loader: 'js'}
+      return {contents: text.replaceAll('import.meta.url', `${META_URL_HELPER}(${JSON.stringify(rel)})`), loader: 'js'}
     })
   },
 }
@@ -50,6 +53,8 @@ await build({
   external: ['typescript'],
   plugins: [metaUrlOfEachFile],
   banner: {js: `${BUILD_LINE_PREFIX}${buildId}`},
+  // A declaration (hoisted) at the end: code before "use strict" would turn strict mode off.
+  footer: {js: `function ${META_URL_HELPER}(rel) { return require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href }`},
   logLevel: 'warning',
 })
 const source = await fs.readFile(bundlePath, 'utf8')
