@@ -10,9 +10,11 @@ import {sha256FileHex} from '../integrity/sha256.js'
 import {DIR_MODE, FILE_MODE, settleFileMode} from '../fs/file-modes.js'
 import type {FileRecord} from '../journal/schema.js'
 import {moveIntoPlace} from '../store/finalize.js'
+import {mayExist} from '../store/dir-entries.js'
 import {PARTIAL_DIR, QUARANTINE_DIR, partialNameFor} from '../store/layout.js'
 import {resolveInside} from '../store/safe-path.js'
 import {O_NOFOLLOW} from '../store/state-file.js'
+import {pullSmallFile, takesSmallPath} from './small-file.js'
 import type {TransferOptions} from '../transfer/file-download.js'
 
 /** Whole-file downloads that may end in a hash mismatch before we give up on a file. */
@@ -101,12 +103,13 @@ export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<Fil
     ctx.emit({type: 'warning', path: file.path, message: `${file.path} failed its ${check.level} check (${check.status}); repairing it`})
     record = await prepareRepair(ctx, record, finalPath, check)
     outcome.repaired = true
-  } else if (await adoptFromDisk(finalPath, file)) {
+  } else if (await adoptFromDisk(finalPath, file, ctx.journal)) {
     ctx.journal.set(await completeRecordFromDisk(file, finalPath))
     ctx.journal.markDirty()
     ctx.emit({type: 'file-done', path: file.path, size: file.size, downloadedBytes: 0, reused: true, sha256: file.sha256})
     return {...outcome, reused: true}
   }
+  if (!outcome.repaired && takesSmallPath(file, record, ctx) && (await pullSmallFile(file, ctx))) return {...outcome, downloadedBytes: file.size}
 
   record ??= newRecord(file)
   record.integrityFailures = 0
@@ -255,7 +258,8 @@ async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: str
 }
 
 /** A file already at its final path with the listed size: keep it if its SHA-256 proves it. */
-async function adoptFromDisk(finalPath: string, file: HubFile): Promise<boolean> {
+async function adoptFromDisk(finalPath: string, file: HubFile, scope: object): Promise<boolean> {
+  if (!(await mayExist(finalPath, scope))) return false
   try {
     const stat = await fs.lstat(finalPath)
     if (!stat.isFile() || stat.size !== file.size) return false
