@@ -5,6 +5,7 @@ import zlib from 'node:zlib'
 import type {Dispatcher} from 'undici'
 
 import {MsrError} from '../errors.js'
+import {parseWithItems} from '../json-items.js'
 import {parseRetryAfterMs} from './retry-policy.js'
 
 /** A listing of 100,000 files is about 35 MB of JSON; far more is not a listing. */
@@ -34,7 +35,7 @@ interface Reply {
  * are. Redirects are not followed: the status goes back to the caller, as 401/403/404 do; other
  * statuses >= 400 throw with a retry verdict.
  */
-export async function getJson<T>(url: string, headers: Record<string, string>, opts: {signal?: AbortSignal; timeoutMs: number; maxRetryAfterMs: number}): Promise<{status: number; body: T}> {
+export async function getJson<T>(url: string, headers: Record<string, string>, opts: {signal?: AbortSignal; timeoutMs: number; maxRetryAfterMs: number; items?: JsonItems}): Promise<{status: number; body: T}> {
   const target = new URL(url)
   const all = {Accept: 'application/json', 'Accept-Encoding': 'gzip, deflate, br', ...headers}
   let res: Reply
@@ -52,39 +53,60 @@ export async function getJson<T>(url: string, headers: Record<string, string>, o
     throw statusError(res.status, res.headers, target, false, opts.maxRetryAfterMs)
   }
   const encoding = (res.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
-  let text: string
+  let bytes: Buffer
   try {
     const decode = DECODERS[encoding]
     if (!decode && encoding !== 'identity') throw new Error(`unknown content encoding ${encoding}`)
-    const bytes = decode ? await decode(res.body) : res.body
+    bytes = decode ? await decode(res.body) : res.body
     if (bytes.length > MAX_JSON_BYTES) throw new Error(`more than ${MAX_JSON_BYTES} bytes`)
-    text = bytes.toString('utf8')
   } catch (error) {
     throw new MsrError('E_PROTOCOL', `Malformed reply from ${target.origin}: ${(error as Error).message}.`, {retryable: true, cause: error})
   }
   let body: T
   try {
-    body = JSON.parse(text) as T
+    body = (opts.items ? parseWithItems(bytes, opts.items.path, opts.items.each) : JSON.parse(bytes.toString('utf8'))) as T
   } catch {
     // Not JSON (an HTML error page, a redirect body): the caller finds no envelope in it.
-    body = text as T
+    body = bytes.toString('utf8') as T
   }
   return {status: res.status, body}
 }
 
-/** Collects a body of at most MAX_JSON_BYTES; a longer one fails the request. */
+/** The array at `path` (object keys) handed to `each` element by element, and left empty in the body. */
+export interface JsonItems {
+  path: string[]
+  each: (item: unknown) => void
+}
+
+/**
+ * Collects a body of at most MAX_JSON_BYTES (a longer one fails the request), into one buffer of
+ * the announced length when there is one: pieces and their concatenation were twice a 35 MB listing.
+ */
 class Collector {
-  private readonly parts: Buffer[] = []
+  private parts: Buffer[] = []
+  private whole: Buffer | undefined
   private total = 0
 
+  constructor(contentLength?: string) {
+    const length = Number(contentLength)
+    if (contentLength !== undefined && Number.isSafeInteger(length) && length > 0 && length <= MAX_JSON_BYTES) this.whole = Buffer.allocUnsafe(length)
+  }
+
   add(chunk: Buffer, url: URL): Error | undefined {
+    if (this.total + chunk.length > MAX_JSON_BYTES) return new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`)
+    if (this.whole && this.total + chunk.length <= this.whole.length) chunk.copy(this.whole, this.total)
+    else {
+      // Longer than announced: pieces from here on (the parser decides what the body is worth).
+      if (this.whole) this.parts = [this.whole.subarray(0, this.total)]
+      this.whole = undefined
+      this.parts.push(chunk)
+    }
     this.total += chunk.length
-    if (this.total > MAX_JSON_BYTES) return new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`)
-    this.parts.push(chunk)
     return undefined
   }
 
   bytes(): Buffer {
+    if (this.whole) return this.whole.subarray(0, this.total)
     return Buffer.concat(this.parts, this.total)
   }
 }
@@ -93,7 +115,7 @@ function getDirect(url: URL, headers: Record<string, string>, opts: {signal?: Ab
   return new Promise((resolve, reject) => {
     const secure = url.protocol === 'https:'
     const req = (secure ? https : http).get(url, {headers, agent: secure ? httpsAgent : httpAgent, signal: opts.signal, timeout: opts.timeoutMs}, (res) => {
-      const body = new Collector()
+      const body = new Collector(res.headers['content-length'])
       res.on('data', (chunk: Buffer) => {
         const tooLong = body.add(chunk, url)
         if (tooLong) req.destroy(tooLong)
@@ -112,7 +134,7 @@ function getDirect(url: URL, headers: Record<string, string>, opts: {signal?: Ab
 
 function getViaDispatcher(dispatcher: Dispatcher, url: URL, headers: Record<string, string>, opts: {signal?: AbortSignal; timeoutMs: number}): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const body = new Collector()
+    let body = new Collector()
     let status = 0
     let head: Record<string, string | undefined> = {}
     let controller: Dispatcher.DispatchController | undefined
@@ -139,6 +161,7 @@ function getViaDispatcher(dispatcher: Dispatcher, url: URL, headers: Record<stri
       onResponseStart(_c, statusCode, rawHeaders) {
         status = statusCode
         head = normaliseHeaders(rawHeaders as Record<string, unknown>)
+        body = new Collector(head['content-length'])
       },
       onResponseData(c, chunk) {
         const tooLong = body.add(chunk, url)
