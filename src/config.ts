@@ -14,6 +14,12 @@ export interface Knobs {
   retryBaseMs: number | undefined
   /** MS_RESUME_CONNECT_TIMEOUT_MS: TCP + TLS connect timeout (default 10 s). */
   connectTimeoutMs: number
+  /**
+   * MS_RESUME_HTTP_CLIENT=undici: read file bodies through undici only (default `raw`: our onread
+   * reader where it applies, undici for the rest; see transfer/raw-http.ts). For A/B benchmarks and
+   * as an escape hatch.
+   */
+  httpClient: 'raw' | 'undici'
   /** MS_RESUME_LOCK_STALE_MS: a model lock whose heartbeat is older (by the filesystem's clock) is taken over (default 10 s). */
   lockStaleMs: number
   /** MS_RESUME_CRASH_AT="<point>[:<n>]": tests only, SIGKILL at the n-th pass of a crash point. */
@@ -43,6 +49,7 @@ function readKnobs(): Knobs {
     testWriteDelayMs: numberKnob('MS_RESUME_TEST_WRITE_DELAY_MS', 0, 60_000) ?? 0,
     retryBaseMs: numberKnob('MS_RESUME_RETRY_BASE_MS', 0, 600_000),
     connectTimeoutMs: numberKnob('MS_RESUME_CONNECT_TIMEOUT_MS', 1, 600_000) ?? 10_000,
+    httpClient: (process.env.MS_RESUME_HTTP_CLIENT ?? '').trim().toLowerCase() === 'undici' ? 'undici' : 'raw',
     lockStaleMs: staleMsFromEnv(process.env),
     crashAt: crashAtKnob(),
     journalCompactBytes: numberKnob('MS_RESUME_TEST_JOURNAL_COMPACT_BYTES', 0, Number.MAX_SAFE_INTEGER),

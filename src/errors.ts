@@ -19,6 +19,7 @@ export const ErrorCodes = {
   E_NETWORK: ExitCode.NETWORK,
   E_PROTOCOL: ExitCode.NETWORK,
   E_TIMEOUT: ExitCode.NETWORK,
+  E_ENDPOINTS: ExitCode.NETWORK,
   E_INTEGRITY: ExitCode.INTEGRITY,
   E_SIZE: ExitCode.INTEGRITY,
   E_DAMAGED: ExitCode.INTEGRITY,

@@ -16,8 +16,11 @@ export const locationFlags = {
 
 /** Talking to the hub. */
 export const hubFlags = {
-  endpoint: Flags.string({description: 'Hub base URL [env: MODELSCOPE_ENDPOINT, or MODELSCOPE_DOMAIN as a host] (default https://www.modelscope.cn).', helpValue: 'URL'}),
-  token: Flags.string({description: 'Access token for private models [env: MODELSCOPE_API_TOKEN]. Sent only to the hub itself, never stored or printed.', helpValue: 'TOKEN'}),
+  endpoint: Flags.string({
+    description: 'Hub base URL [env: MODELSCOPE_ENDPOINT, or MODELSCOPE_DOMAIN as a host] (default https://www.modelscope.cn). Repeat it for fallbacks, in order: a dead endpoint hands over to the next.',
+    helpValue: 'URL', multiple: true, multipleNonGreedy: true,
+  }),
+  token: Flags.string({description: 'Access token for private models [env: MODELSCOPE_API_TOKEN]. Sent only to the endpoints named (never to a CDN they redirect to), never stored or printed.', helpValue: 'TOKEN'}),
   revision: Flags.string({description: 'Branch or tag.', default: 'master'}),
   timeout: Flags.integer({description: 'Idle-read timeout in seconds: a connection that sends nothing for this long is retried.', default: 30, min: 1}),
   retries: Flags.integer({description: 'Retries of a failing transfer without progress (progress resets the count).', default: DEFAULT_RETRY_POLICY.maxRetries, min: 0}),
@@ -27,8 +30,12 @@ export function locationFrom(modelId: string, flags: {'local-dir'?: string; 'cac
   return resolveLocation(modelId, {localDir: flags['local-dir'], cacheDir: flags['cache-dir']})
 }
 
-export function hubFrom(flags: {endpoint?: string; token?: string; timeout: number; retries: number}): Hub {
-  return createHub({endpoint: flags.endpoint, token: flags.token, timeoutMs: flags.timeout * 1000, maxRetryAfterMs: retryPolicyFrom(flags).maxRetryAfterMs})
+export function hubFrom(flags: {endpoint?: string[]; token?: string; timeout: number; retries: number}): Hub {
+  const policy = retryPolicyFrom(flags)
+  return createHub({
+    endpoint: flags.endpoint, token: flags.token, timeoutMs: flags.timeout * 1000, maxRetryAfterMs: policy.maxRetryAfterMs,
+    policy, connectTimeoutMs: knobs.connectTimeoutMs,
+  })
 }
 
 export function retryPolicyFrom(flags: {retries: number}): RetryPolicy {

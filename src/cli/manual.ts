@@ -4,7 +4,7 @@ import {ErrorCodes, ExitCode} from '../errors.js'
 export const ENVIRONMENT: Array<[string, string]> = [
   ['MODELSCOPE_CACHE', 'The ModelScope cache root (default ~/.cache/modelscope/hub); models go to models/<owner>/<name>.'],
   ['MODELSCOPE_API_TOKEN', 'Access token, as --token.'],
-  ['MODELSCOPE_ENDPOINT', 'Hub base URL, as --endpoint; MODELSCOPE_DOMAIN gives just a host (https is implied).'],
+  ['MODELSCOPE_ENDPOINT', 'Hub base URL, as one --endpoint (replaced by --endpoint given on the command line); MODELSCOPE_DOMAIN gives just a host (https is implied).'],
   ['MODELSCOPE_ENABLE_DEFAULT_HASH_VALIDATION', 'true: re-hash complete files in full on every pull (pull --check full).'],
   ['HTTPS_PROXY, HTTP_PROXY', 'Proxy for hub and download connections.'],
   ['DEBUG=ms-resume*', 'Stack traces with errors, as --verbose.'],
@@ -14,7 +14,7 @@ export const ENVIRONMENT: Array<[string, string]> = [
 const EXIT_MEANINGS: Record<number, string> = {
   [ExitCode.OK]: 'Success.',
   [ExitCode.USAGE]: 'Usage: a bad flag, argument or model id.',
-  [ExitCode.NETWORK]: 'Network: gave up after retries (run again to resume).',
+  [ExitCode.NETWORK]: 'Network: gave up after retries, on every endpoint named (run again to resume).',
   [ExitCode.INTEGRITY]: 'Integrity: a file does not match its SHA-256 or size.',
   [ExitCode.REMOTE]: 'Remote: not found, access refused, or the hub changed.',
   [ExitCode.LOCAL]: 'Local: disk full, permissions, journal, or the model is locked by another run.',

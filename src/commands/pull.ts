@@ -21,6 +21,7 @@ By default files go to the ModelScope cache ($MODELSCOPE_CACHE or ~/.cache/model
     {description: 'Pull a model into the ModelScope cache', command: '<%= config.bin %> pull Qwen/Qwen2.5-0.5B-Instruct'},
     {description: 'Only the safetensors and the config, into a folder', command: '<%= config.bin %> pull Qwen/Qwen2.5-7B --include "*.safetensors" --include "*.json" --local-dir ./qwen'},
     {description: 'Exactly what a pinned manifest says (refuses if the hub changed)', command: '<%= config.bin %> pull --manifest qwen.manifest.json --local-dir ./qwen'},
+    {description: 'A LAN mirror first, the hub when the mirror is down (a partial goes on from the byte it stopped at)', command: '<%= config.bin %> pull Qwen/Qwen2.5-7B --endpoint http://mirror:8090 --endpoint https://www.modelscope.cn'},
     {description: 'Script it: NDJSON events, then the directory for from_pretrained', command: '<%= config.bin %> pull Qwen/Qwen2.5-0.5B --json | jq -c \'select(.type=="summary")\''},
   ]
 

@@ -6,9 +6,10 @@ import * as Flags from '@oclif/core/flags'
 import {BaseCommand} from '../cli/base-command.js'
 import {hubFlags, hubFrom, locationFlags, locationFrom, retryPolicyFrom} from '../cli/flags.js'
 import {ExitCode, MsrError, isMsrError} from '../errors.js'
+import type {EndpointFailover, EventSink} from '../events.js'
 import {CHECK_LEVELS, type CheckLevel} from '../integrity/check.js'
 import {readManifest} from '../integrity/manifest.js'
-import {withRetries} from '../pull/pull.js'
+import {withRetries} from '../transfer/with-retries.js'
 import {createReporter, outputMode} from '../ui/reporter.js'
 import {verifyReportLines} from '../ui/verify-report.js'
 import {defaultThreads} from '../verify/check-pool.js'
@@ -64,8 +65,13 @@ Reports missing files, wrong sizes, damaged chunks and SHA-256 mismatches, and f
       const hub = hubFrom(flags)
       const policy = retryPolicyFrom(flags)
       if (flags.remote) {
-        const listing = await withRetries(() => hub.listFiles(manifest.modelId, manifest.revision, this.signal), policy, this.signal)
+        const failovers: EndpointFailover[] = []
+        const noteFailover: EventSink = (e) => {
+          if (e.type === 'failover') failovers.push({from: e.from, to: e.to, code: e.code, reason: e.reason, path: e.path})
+        }
+        const listing = await withRetries(() => hub.listFiles(manifest.modelId, manifest.revision, this.signal, noteFailover), policy, this.signal)
         report.remote = diffRemote(manifest, listing.files, {endpoint: hub.endpoint, revision: manifest.revision})
+        if (failovers.length > 0) report.remote.failovers = failovers
       }
       if (flags.repair && !report.ok) {
         const reporter = await createReporter(flags.json ? 'quiet' : outputMode(flags))

@@ -22,10 +22,11 @@ export interface Hub {
   readonly name: string
   /** The API base URL. */
   readonly endpoint: string
-  listFiles(modelId: string, revision: string, signal?: AbortSignal): Promise<HubListing>
+  /** `emit`: retries and endpoint failovers on the way (failover-hub.ts); a single hub may ignore it. */
+  listFiles(modelId: string, revision: string, signal?: AbortSignal, emit?: EventSink): Promise<HubListing>
   /** The URL that answers file bytes (possibly through redirects). Stable: re-resolved after a signed URL expires. */
   fileUrl(modelId: string, revision: string, filePath: string): string
-  /** Credentials and hub headers for `url`: empty for any origin other than the hub's own. */
+  /** Credentials and hub headers for `url`: no credentials for any origin other than the hub's own (with several endpoints: the origins of those named). */
   headersFor(url: URL): Record<string, string>
   /** Hub-specific bookkeeping once a model is complete (e.g. the official client's index files). */
   afterComplete?(ctx: {modelDir: string; cacheRoot?: string; layout: string; modelId: string; listing: HubListing; emit?: EventSink}): Promise<void>

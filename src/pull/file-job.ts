@@ -14,8 +14,9 @@ import {mayExist} from '../store/dir-entries.js'
 import {PARTIAL_DIR, QUARANTINE_DIR, partialNameFor} from '../store/layout.js'
 import {resolveInside} from '../store/safe-path.js'
 import {O_NOFOLLOW} from '../store/state-file.js'
-import {pullSmallFile, takesSmallPath} from './small-file.js'
 import type {TransferOptions} from '../transfer/file-download.js'
+import {endpointForFile, giveUpNowOn, nextEndpointFor} from './endpoint-failover.js'
+import {pullSmallFile, takesSmallPath} from './small-file.js'
 
 /** Whole-file downloads that may end in a hash mismatch before we give up on a file. */
 export const MAX_INTEGRITY_ATTEMPTS = 3
@@ -127,6 +128,7 @@ async function downloadUntilPlaced(ctx: JobContext, file: HubFile, record: FileR
   let remoteChanges = 0
   /** The listing fetched to judge an ETag change, reused when it shows that the file changed. */
   let relisted: {file: HubFile | undefined} | undefined
+  let lane = endpointForFile(ctx.hub)
   for (;;) {
     const current = file
     const listingUnchanged = async (): Promise<boolean> => {
@@ -134,9 +136,21 @@ async function downloadUntilPlaced(ctx: JobContext, file: HubFile, record: FileR
       return relisted.file?.sha256 === current.sha256 && relisted.file?.size === current.size
     }
     try {
-      outcome.downloadedBytes += await downloadVerified({...ctx, listingUnchanged}, record, file)
+      outcome.downloadedBytes += await downloadVerified({...ctx, hub: lane, listingUnchanged, giveUpNow: giveUpNowOn(ctx.hub, lane)}, record, file)
       break
-    } catch (error) {
+    } catch (caught) {
+      let error = caught
+      const moved = await nextEndpointFor(ctx, lane, caught, file.path)
+      if (moved) {
+        lane = moved.lane
+        // Same sha256 and size there: the partial goes on (that endpoint's ETag may differ).
+        if (moved.listed.sha256 === file.sha256 && moved.listed.size === file.size) {
+          delete record.etag
+          continue
+        }
+        relisted = {file: moved.listed}
+        error = new MsrError('E_REMOTE_CHANGED', `${lane.endpoint} lists another version of ${file.path} (sha256 ${moved.listed.sha256.slice(0, 12)}…, ${moved.listed.size} bytes) than its partial was started with`, {path: file.path})
+      }
       if (!isMsrError(error) || error.code !== 'E_REMOTE_CHANGED' || ++remoteChanges > MAX_REMOTE_CHANGES) throw error
       ctx.emit({type: 'remote-changed', path: file.path, reason: error.message})
       await discardPartial(ctx, record)

@@ -1,26 +1,28 @@
-import {setMaxListeners} from 'node:events'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import {MsrError, isMsrError} from '../errors.js'
+import type {EndpointFailover, EventSink} from '../events.js'
+import {formatBytes} from '../format.js'
 import {fromFsError} from '../fs/fs-errors.js'
-import type {EventSink} from '../events.js'
 import type {Hub, HubFile, HubListing} from '../hub/types.js'
 import type {CheckLevel} from '../integrity/check.js'
 import {type Manifest, buildManifest, writeManifest} from '../integrity/manifest.js'
 import {Journal, assertSameModel} from '../journal/journal.js'
-import {removeStrayTempFiles} from '../fs/durable-file.js'
-import {acquireModelLock} from '../journal/lock.js'
-import {type FileRecord, durableBytes} from '../journal/schema.js'
+import {runPool} from '../pool.js'
 import {MANIFEST_FILE, type ModelLocation, modelIdOf} from '../store/layout.js'
-import {assertNoCollisions, assertSafeRepoPath, resolveInside} from '../store/safe-path.js'
 import {prepareStateDir} from '../store/state-dir.js'
-import {RateLimiter, sleep} from '../transfer/rate-limiter.js'
-import {DEFAULT_RETRY_POLICY, type RetryPolicy, nextDelayMs} from '../transfer/retry-policy.js'
-import {type FileOutcome, type JobContext, newRecord, pullOneFile} from './file-job.js'
-import {makePathFilter} from './filter.js'
+import {RateLimiter} from '../transfer/rate-limiter.js'
+import {DEFAULT_RETRY_POLICY, type RetryPolicy} from '../transfer/retry-policy.js'
+import {preconnect} from '../transfer/http-body.js'
+import {withRetries} from '../transfer/with-retries.js'
+import {type JobContext, newRecord, pullOneFile} from './file-job.js'
+import {PullSession} from './pull-session.js'
 import {pullWithoutWriting} from './read-only-pull.js'
-import {formatBytes} from '../format.js'
+import {planFile, selectFiles} from './select-files.js'
+import {type PullSummary, emptySummary, summarize} from './summary.js'
+
+export type {PlannedFile, PullSummary} from './summary.js'
 
 export interface PullOptions {
   hub: Hub
@@ -56,34 +58,6 @@ export interface PullOptions {
   signal: AbortSignal
 }
 
-export interface PlannedFile {
-  path: string
-  size: number
-  /** Bytes still to fetch (0 when complete). */
-  remainingBytes: number
-  state: 'complete' | 'partial' | 'new'
-}
-
-export interface PullSummary {
-  modelId: string
-  revision: string
-  modelDir: string
-  files: number
-  downloadedFiles: number
-  reusedFiles: number
-  repairedFiles: number
-  failedFiles: number
-  totalBytes: number
-  /** Bytes received over the network. */
-  downloadedBytes: number
-  reusedBytes: number
-  retries: number
-  elapsedMs: number
-  dryRun: boolean
-  plan?: PlannedFile[]
-  errors: Array<{path: string; code: string; message: string}>
-}
-
 /** Above this size a file is fetched over several connections unless --connections says otherwise. */
 export const SEGMENTED_THRESHOLD_BYTES = 64 * 1024 * 1024
 export const AUTO_CONNECTIONS = 8
@@ -97,29 +71,26 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   const {hub, location, signal} = opts
   const policy = opts.policy ?? DEFAULT_RETRY_POLICY
   let retries = 0
+  const failovers: EndpointFailover[] = []
   const emit: EventSink = (event) => {
     if (event.type === 'retry') retries++
+    if (event.type === 'failover') failovers.push({from: event.from, to: event.to, code: event.code, reason: event.reason, path: event.path})
     opts.emit(event)
   }
   const revision = opts.manifest && opts.revision === 'master' ? opts.manifest.revision : opts.revision
   emit({type: 'listing', modelId: opts.modelId, revision, endpoint: hub.endpoint})
-  const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal), policy, signal, emit)
-  const files = selectFiles(listing, opts)
+  // The first file request's TCP and TLS handshakes, paid while the hub lists the files.
+  if (!opts.dryRun) preconnect(hub.endpoint)
+  const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal, emit), policy, signal, emit)
+  const files = selectFiles(listing, {...opts, modelDir: location.modelDir})
   const totalBytes = files.reduce((n, f) => n + f.size, 0)
-
-  const summary: PullSummary = {
-    modelId: opts.modelId, revision, modelDir: location.modelDir, files: files.length,
-    downloadedFiles: 0, reusedFiles: 0, repairedFiles: 0, failedFiles: 0,
-    totalBytes, downloadedBytes: 0, reusedBytes: 0, retries: 0, elapsedMs: 0, dryRun: Boolean(opts.dryRun), errors: [],
-  }
+  const summary = emptySummary({modelId: opts.modelId, revision, modelDir: location.modelDir, files: files.length, totalBytes, dryRun: Boolean(opts.dryRun), endpoint: hub.endpoint, failovers})
 
   if (opts.dryRun) {
     // Read-only: the journal is peeked at, nothing is created, locked or written.
     const {doc} = await Journal.peek(location.stateDir)
     if (doc) assertSameModel(location.stateDir, doc.modelId, opts.modelId)
-    summary.plan = files.map((f) => planFile(f, doc?.files[f.path]))
-    summary.elapsedMs = Math.round(performance.now() - started)
-    return summary
+    return {...summary, plan: files.map((f) => planFile(f, doc?.files[f.path])), elapsedMs: Math.round(performance.now() - started)}
   }
 
   try {
@@ -129,132 +100,69 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     if (isMsrError(error) && error.code === 'E_PERMISSION') return pullWithoutWriting(files, opts, error, summary, started)
     throw error
   }
-  const lock = await acquireModelLock(location.stateDir, {
-    waitMs: opts.lockWaitMs ?? Number.POSITIVE_INFINITY,
-    signal,
-    onWait: (holder) => emit({type: 'waiting-lock', holder}),
+  await using session = await PullSession.open(location, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision}, {
+    signal, lockWaitMs: opts.lockWaitMs ?? Number.POSITIVE_INFINITY, emit,
   })
-  const run = new AbortController()
-  // Every file in flight and every connection listens to it: more than Node's default of 10 is normal.
-  setMaxListeners(0, run.signal)
-  const onAbort = () => run.abort(signal.reason)
-  signal.addEventListener('abort', onAbort, {once: true})
-  lock.lost.addEventListener('abort', () => run.abort(new MsrError('E_LOCKED', 'Lost the model lock to another process.', {hint: 'Make sure only one ms-resume pulls this model into this place, then run again.'})), {once: true})
-  if (signal.aborted) onAbort()
-  let journal: Journal | undefined
+  const {journal} = session
   try {
-    const opened = await Journal.open(location.stateDir, {hub: hub.name, endpoint: hub.endpoint, modelId: opts.modelId, revision}, {beforeWrite: () => lock.assertHeld()})
-    journal = opened.journal
-    // A pull killed inside the manifest write leaves `.manifest-v1.json.<pid>.<rand>.tmp` behind,
-    // and Journal.open sweeps only its own temp files (a live writer's temp is left alone).
-    await removeStrayTempFiles(path.join(location.stateDir, MANIFEST_FILE))
-    if (opened.recovered) emit({type: 'recovered-journal', ...opened.recovered})
+    if (session.recovered) emit({type: 'recovered-journal', ...session.recovered})
     if (opts.repairFromManifest && opts.manifest) seedFromManifest(journal, opts.manifest, files)
-    const toDownloadBytes = files.reduce((n, f) => n + planFile(f, journal!.get(f.path)).remainingBytes, 0)
+    const toDownloadBytes = files.reduce((n, f) => n + planFile(f, journal.get(f.path)).remainingBytes, 0)
     await checkFreeSpace(location, toDownloadBytes)
     emit({type: 'start', modelId: opts.modelId, revision, endpoint: hub.endpoint, modelDir: location.modelDir, files: files.length, totalBytes, toDownloadBytes})
 
-    const limiter = opts.maxBytesPerSec ? new RateLimiter(opts.maxBytesPerSec) : undefined
-    const ctx: JobContext = {
-      hub, modelId: opts.modelId, revision, journal, emit, signal: run.signal, policy, limiter,
-      idleTimeoutMs: opts.idleTimeoutMs ?? 30_000,
-      minBytesPerSec: opts.minBytesPerSec ?? 1024,
-      checkpointIntervalMs: 1000,
-      checkpointBytes: 8 * 1024 * 1024,
-      modelDir: location.modelDir,
-      stateDir: location.stateDir,
-      check: opts.check ?? 'size',
-      adoptUnknownPartials: Boolean(opened.recovered),
-      connectionsFor: (size) => {
-        if (opts.connections && opts.connections > 0) return {connections: opts.connections, adaptive: false}
-        // Automatic: one connection, more (up to AUTO_CONNECTIONS) only while each one is slow.
-        return size >= SEGMENTED_THRESHOLD_BYTES ? {connections: AUTO_CONNECTIONS, adaptive: true} : {connections: 1, adaptive: false}
-      },
-      relist: async (filePath) => {
-        const fresh = await withRetries(() => hub.listFiles(opts.modelId, revision, run.signal), policy, run.signal, emit)
-        return fresh.files.find((f) => f.path === filePath)
-      },
-    }
-
-    const outcomes = await runPool(files, opts.concurrency ?? 4, run.signal, async (file) => {
+    const ctx = jobContext(opts, {revision, journal, emit, policy, signal: session.signal, adoptUnknownPartials: Boolean(session.recovered)})
+    const outcomes = await runPool(files, opts.concurrency ?? 4, session.signal, async (file) => {
       try {
         return await pullOneFile(file, ctx)
       } catch (error) {
-        if (run.signal.aborted) throw error
+        if (session.signal.aborted) throw error
         const e = isMsrError(error) ? error : new MsrError('E_LOCAL', (error as Error).message, {cause: error, path: file.path})
-        const record = journal!.get(file.path)
+        const record = journal.get(file.path)
         if (record) record.lastError = {code: e.code, message: e.message, at: new Date().toISOString()}
-        journal!.markDirty(record)
+        journal.markDirty(record)
         emit({type: 'file-error', path: file.path, code: e.code, message: e.message})
-        // Auth and not-found mean every other file fails the same way: stop now.
-        if (e.code === 'E_AUTH' || e.code === 'E_LOCKED' || e.code === 'E_DISK_FULL') run.abort(e)
+        // Auth, a lost lock and a full disk fail every other file the same way: stop now.
+        if (e.code === 'E_AUTH' || e.code === 'E_LOCKED' || e.code === 'E_DISK_FULL') session.abort(e)
         return e
       }
     })
-    if (run.signal.aborted) throw run.signal.reason
-    for (const outcome of outcomes) {
-      if (outcome instanceof MsrError) {
-        summary.failedFiles++
-        summary.errors.push({path: outcome.path ?? '', code: outcome.code, message: outcome.message})
-        continue
-      }
-      const o = outcome as FileOutcome
-      summary.downloadedBytes += o.downloadedBytes
-      if (o.reused) {
-        summary.reusedFiles++
-        summary.reusedBytes += o.size
-      } else {
-        summary.downloadedFiles++
-        summary.reusedBytes += Math.max(0, o.size - o.downloadedBytes)
-      }
-      if (o.repaired) summary.repairedFiles++
-    }
+    if (session.signal.aborted) throw session.signal.reason
     await journal.flush()
-    if (summary.failedFiles === 0) {
-      await finishModel(opts, location, listing, files, journal, revision)
-    }
-    summary.retries = retries
-    summary.elapsedMs = Math.round(performance.now() - started)
-    const firstError = outcomes.find((o) => o instanceof MsrError) as MsrError | undefined
-    if (firstError) throw Object.assign(firstError, {summary})
-    return summary
+    const firstError = outcomes.find((o) => o instanceof MsrError)
+    if (!firstError) await finishModel(opts, location, listing, files, journal, revision)
+    const result = {...summarize(summary, outcomes, retries, performance.now() - started), endpoint: hub.endpoint}
+    if (firstError) throw Object.assign(firstError, {summary: result})
+    return result
   } catch (error) {
-    // Whatever failed after the lock was lost (a partial the new holder moved, ...) failed because of it.
-    throw lock.lost.aborted ? lock.lost.reason : error
-  } finally {
-    signal.removeEventListener('abort', onAbort)
-    await journal?.close().catch(() => {})
-    await lock.release()
+    throw session.explain(error)
   }
 }
 
-/** Filters, checks names, and applies a pinned manifest. Throws before anything is written. */
-function selectFiles(listing: HubListing, opts: PullOptions): HubFile[] {
-  const keep = makePathFilter(opts.include ?? [], opts.exclude ?? [])
-  let files = listing.files.filter((f) => keep(f.path))
-  if (opts.manifest) {
-    const byPath = new Map(listing.files.map((f) => [f.path, f]))
-    const problems: string[] = []
-    const pinned: HubFile[] = []
-    for (const m of opts.manifest.files) {
-      const f = byPath.get(m.path)
-      if (!f) problems.push(`${m.path}: gone from the hub`)
-      else if (f.sha256 !== m.sha256 || f.size !== m.size) problems.push(`${m.path}: sha256 ${m.sha256.slice(0, 12)}… size ${m.size} pinned, hub has sha256 ${f.sha256.slice(0, 12)}… size ${f.size}`)
-      if (f) pinned.push(f)
-    }
-    if (problems.length > 0 && !opts.allowManifestMismatch) {
-      throw new MsrError('E_MANIFEST_MISMATCH', `The hub no longer matches the pinned manifest (${problems.length} file${problems.length === 1 ? '' : 's'}): ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; …' : ''}.`, {
-        hint: 'Update the manifest deliberately (ms-resume manifest), or pass --allow-manifest-mismatch to take the hub\'s current files.',
-      })
-    }
-    files = pinned.filter((f) => keep(f.path))
+/** What every file job of this pull shares. */
+function jobContext(opts: PullOptions, o: Pick<JobContext, 'revision' | 'journal' | 'emit' | 'policy' | 'signal' | 'adoptUnknownPartials'>): JobContext {
+  const {hub, location} = opts
+  return {
+    ...o,
+    hub, modelId: opts.modelId,
+    limiter: opts.maxBytesPerSec ? new RateLimiter(opts.maxBytesPerSec) : undefined,
+    idleTimeoutMs: opts.idleTimeoutMs ?? 30_000,
+    minBytesPerSec: opts.minBytesPerSec ?? 1024,
+    checkpointIntervalMs: 1000,
+    checkpointBytes: 8 * 1024 * 1024,
+    modelDir: location.modelDir,
+    stateDir: location.stateDir,
+    check: opts.check ?? 'size',
+    connectionsFor: (size) => {
+      if (opts.connections && opts.connections > 0) return {connections: opts.connections, adaptive: false}
+      // Automatic: one connection, more (up to AUTO_CONNECTIONS) only while each one is slow.
+      return size >= SEGMENTED_THRESHOLD_BYTES ? {connections: AUTO_CONNECTIONS, adaptive: true} : {connections: 1, adaptive: false}
+    },
+    relist: async (filePath) => {
+      const fresh = await withRetries(() => hub.listFiles(opts.modelId, o.revision, o.signal, o.emit), o.policy, o.signal, o.emit)
+      return fresh.files.find((f) => f.path === filePath)
+    },
   }
-  for (const f of files) {
-    assertSafeRepoPath(f.path)
-    resolveInside(opts.location.modelDir, f.path)
-  }
-  assertNoCollisions(files.map((f) => f.path))
-  return files
 }
 
 async function prepareDirectories(location: ModelLocation): Promise<void> {
@@ -282,14 +190,6 @@ async function writeProblemOfAncestor(dir: string): Promise<unknown> {
     }
     if (path.dirname(d) === d) return undefined
   }
-}
-
-/** What a file still needs, from its journal record (a record of another version counts as none). */
-export function planFile(f: HubFile, r: FileRecord | undefined): PlannedFile {
-  const same = r !== undefined && r.sha256 === f.sha256 && r.size === f.size
-  if (same && r.status === 'complete') return {path: f.path, size: f.size, remainingBytes: 0, state: 'complete'}
-  if (same && r.status !== 'pending') return {path: f.path, size: f.size, remainingBytes: f.size - durableBytes(r), state: 'partial'}
-  return {path: f.path, size: f.size, remainingBytes: f.size, state: 'new'}
 }
 
 /** Refuses to start a pull that cannot fit, instead of dying at 97%. */
@@ -322,8 +222,14 @@ function seedFromManifest(journal: Journal, manifest: Manifest, files: HubFile[]
 }
 
 async function finishModel(opts: PullOptions, location: ModelLocation, listing: HubListing, files: HubFile[], journal: Journal, revision: string): Promise<void> {
-  if (!opts.repairFromManifest) await writeModelManifest(opts, location, files, journal, revision)
-  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files}, emit: opts.emit})
+  // What was verified: a file that changed on the way (or that the endpoint failed over to lists
+  // in another version) is recorded as downloaded, not as first listed.
+  const verified = files.map((f) => {
+    const r = journal.get(f.path)
+    return r ? {...f, size: r.size, sha256: r.sha256, commit: r.commit} : f
+  })
+  if (!opts.repairFromManifest) await writeModelManifest(opts, location, verified, journal, revision)
+  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit})
 }
 
 async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string): Promise<void> {
@@ -338,34 +244,4 @@ async function writeModelManifest(opts: PullOptions, location: ModelLocation, fi
     }),
   })
   await writeManifest(path.join(location.stateDir, MANIFEST_FILE), manifest)
-}
-
-/** Retries an idempotent call (listing) on retryable errors with the shared backoff policy. */
-export async function withRetries<T>(fn: () => Promise<T>, policy: RetryPolicy, signal: AbortSignal, emit?: EventSink): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn()
-    } catch (error) {
-      if (signal.aborted || !isMsrError(error) || !error.retryable || attempt > policy.maxRetries) throw error
-      const delayMs = nextDelayMs(attempt, policy, error.retryAfterMs)
-      emit?.({type: 'retry', path: '', attempt, maxRetries: policy.maxRetries, delayMs, reason: error.message, code: error.code})
-      await sleep(delayMs, signal)
-    }
-  }
-}
-
-/** Runs `fn` over items with at most `limit` in flight; results in input order. */
-export async function runPool<T, R>(items: T[], limit: number, signal: AbortSignal, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length)
-  let next = 0
-  const worker = async () => {
-    while (next < items.length && !signal.aborted) {
-      const i = next++
-      results[i] = await fn(items[i])
-    }
-  }
-  const settled = await Promise.allSettled(Array.from({length: Math.max(1, Math.min(limit, items.length))}, worker))
-  const failed = settled.find((s) => s.status === 'rejected') as PromiseRejectedResult | undefined
-  if (failed) throw failed.reason
-  return results
 }

@@ -5,7 +5,9 @@ import {Journal} from '../journal/journal.js'
 import {resolveInside} from '../store/safe-path.js'
 import {formatBytes} from '../format.js'
 import {expectedFromRecord} from './file-job.js'
-import {type PullOptions, type PullSummary, planFile} from './pull.js'
+import type {PullOptions} from './pull.js'
+import {planFile} from './select-files.js'
+import type {PullSummary} from './summary.js'
 
 /**
  * A pull by someone who cannot write the target (a read-only mount, a team member without write

@@ -1,8 +1,9 @@
 import {Agent, type Dispatcher, EnvHttpProxyAgent} from 'undici'
 
 import {knobs} from '../config.js'
-import type {Body, Take} from './body.js'
-import {STOP} from './body.js'
+import type {Body} from './body.js'
+import {BodyFeed} from './body-feed.js'
+import {RawHttpClient, RawUnsupported} from './raw-http.js'
 import {networkError, statusError} from './http.js'
 import {checkRedirect, MAX_REDIRECTS} from './redirect-policy.js'
 
@@ -46,6 +47,11 @@ export interface OpenOptions {
   /** Another dispatcher than the process-wide pools (tests: one that trusts a throwaway CA). */
   dispatcher?: Dispatcher
   /**
+   * The onread reader for bodies: by default the process-wide one, when no proxy applies, no
+   * dispatcher is given and MS_RESUME_HTTP_CLIENT is not `undici`; false: undici only.
+   */
+  raw?: RawHttpClient | false
+  /**
    * `url` is where an earlier request was redirected (a signed CDN URL kept for the next pieces):
    * a 401/403 there means the signature expired (retryable), as on any redirect target.
    */
@@ -71,7 +77,7 @@ export async function openBody(opts: OpenOptions): Promise<OpenedResponse> {
   for (let hop = 0; ; hop++) {
     let reply: Reply
     try {
-      reply = await get(opts.dispatcher ?? dispatcherFor(url), url, {...opts.headers, ...opts.headersFor(url)}, opts.signal, opts.headersTimeoutMs)
+      reply = await request(url, {...opts.headers, ...opts.headersFor(url)}, opts)
     } catch (error) {
       throw networkError(error, url, opts.signal)
     }
@@ -95,6 +101,41 @@ export async function openBody(opts: OpenOptions): Promise<OpenedResponse> {
     }
     return {status, headers, body: wrapErrors(body, url, opts.signal), url}
   }
+}
+
+/**
+ * Warms a connection to `url`'s origin for the first file request, when the onread reader will
+ * carry it (no proxy, MS_RESUME_HTTP_CLIENT not `undici`).
+ */
+export function preconnect(url: string): void {
+  let target: URL
+  try {
+    target = new URL(url)
+  } catch {
+    return
+  }
+  if (!['http:', 'https:'].includes(target.protocol) || dispatcherFor(target) !== direct || knobs.httpClient !== 'raw') return
+  defaultRaw().preconnect(target)
+}
+
+/** One hop: through the onread reader where it applies, else (or when it declines the reply) undici. */
+async function request(url: URL, headers: Record<string, string>, opts: OpenOptions): Promise<Reply> {
+  const dispatcher = opts.dispatcher ?? dispatcherFor(url)
+  const raw = opts.raw ?? (opts.dispatcher === undefined && dispatcher === direct && knobs.httpClient === 'raw' ? defaultRaw() : false)
+  if (raw) {
+    try {
+      return await raw.get(url, headers, opts.signal, opts.headersTimeoutMs)
+    } catch (error) {
+      if (!(error instanceof RawUnsupported)) throw error
+    }
+  }
+  return get(dispatcher, url, headers, opts.signal, opts.headersTimeoutMs)
+}
+
+let raw: RawHttpClient | undefined
+function defaultRaw(): RawHttpClient {
+  raw ??= new RawHttpClient({connectTimeoutMs: knobs.connectTimeoutMs})
+  return raw
 }
 
 /** Transport errors met while pumping become MsrErrors too (retryable E_NETWORK and friends). */
@@ -124,119 +165,25 @@ function normaliseHeaders(raw: Record<string, string | string[] | undefined>): R
 
 /**
  * One GET through undici's dispatch API. The socket is paused from the response head until the
- * caller pumps, and whenever `take` returns a promise, until that settles. Pieces that still
- * arrive while paused are copied and queued, never dropped and never handed over out of order.
+ * caller pumps, and whenever the consumer waits (BodyFeed).
  */
 function get(dispatcher: Dispatcher, url: URL, headers: Record<string, string>, signal: AbortSignal | undefined, headersTimeoutMs: number): Promise<Reply> {
   return new Promise<Reply>((resolve, reject) => {
     let controller: Dispatcher.DispatchController | undefined
-    let take: Take | undefined
-    let settle: ((outcome: 'end' | 'stopped' | Error) => void) | undefined
-    let busy: Promise<void> | undefined
-    const queued: Buffer[] = []
-    let complete = false
-    let failure: Error | undefined
-    let finished: 'end' | 'stopped' | Error | undefined
     let headed = false
-
-    let inTake = false
-    let settled = false
-    /** Settles the pump once the consumer is idle: not inside `take`, no wait of its pending. */
-    const settleWhenIdle = () => {
-      if (settled || finished === undefined || busy || inTake || !settle) return
-      settled = true
-      // undici marks the connection free only after this callback returns: a request made as soon
-      // as the body ended would open another connection (a TCP and TLS handshake per piece).
-      if (finished === 'end') {
-        const outcome = finished
-        const done = settle
-        setImmediate(() => done(outcome))
-      } else {
-        settle(finished)
-      }
-    }
-
-    const finish = (outcome: 'end' | 'stopped' | Error) => {
-      if (finished !== undefined) return
-      finished = outcome
-      signal?.removeEventListener('abort', onAbort)
-      if (outcome !== 'end' && !complete && controller && !controller.aborted) controller.abort(outcome instanceof Error ? outcome : new Error('body not wanted'))
-      settleWhenIdle()
-    }
-
-    /** Hands queued pieces to the consumer until it asks to wait; true when all were taken. */
-    const flush = (): boolean => {
-      while (queued.length > 0 && finished === undefined) {
-        if (busy) return false
-        const data = queued.shift()!
-        let result: ReturnType<Take>
-        inTake = true
-        try {
-          result = take!(data)
-        } catch (error) {
-          inTake = false
-          finish(error as Error)
-          return false
-        }
-        inTake = false
-        if (result === STOP) {
-          finish('stopped')
-          return false
-        }
-        if (result) {
-          const wait: Promise<void> = result.then(
-            () => {
-              if (busy !== wait) return
-              busy = undefined
-              if (finished !== undefined) return settleWhenIdle()
-              if (flush()) afterFlush()
-            },
-            (error: Error) => {
-              busy = undefined
-              finish(error)
-              settleWhenIdle()
-            },
-          )
-          busy = wait
-          controller?.pause()
-          return false
-        }
-        // Finished while the consumer ran (an abort from inside `take`): settle now it returned.
-        if (finished !== undefined) settleWhenIdle()
-      }
-      return finished === undefined
-    }
-
-    const afterFlush = () => {
-      if (failure) finish(failure)
-      else if (complete) finish('end')
-      else controller?.resume()
-    }
-
-    const body: Body = {
-      pump(fn) {
-        return new Promise((res, rej) => {
-          if (take) throw new Error('body pumped twice')
-          take = fn
-          settle = (outcome) => (outcome instanceof Error ? rej(outcome) : res(outcome))
-          if (finished !== undefined) return settleWhenIdle()
-          if (flush()) afterFlush()
-        })
+    const feed = new BodyFeed({
+      pause: () => controller?.pause(),
+      resume: () => controller?.resume(),
+      abort: (reason) => {
+        signal?.removeEventListener('abort', onAbort)
+        if (controller && !controller.aborted) controller.abort(reason)
       },
-      destroy(error?: Error) {
-        finish(error ?? 'stopped')
-      },
-      get ended() {
-        return complete && finished === 'end'
-      },
-    }
-
+    })
     const onAbort = () => {
       const reason = signal?.reason instanceof Error ? signal.reason : new Error('aborted')
       if (!headed) reject(reason)
-      finish(reason)
+      feed.abort(reason)
     }
-
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
         controller = c
@@ -245,32 +192,19 @@ function get(dispatcher: Dispatcher, url: URL, headers: Record<string, string>, 
       onResponseStart(c, statusCode, rawHeaders) {
         headed = true
         c.pause()
-        resolve({status: statusCode, headers: normaliseHeaders(rawHeaders as Record<string, string | string[] | undefined>), body})
+        resolve({status: statusCode, headers: normaliseHeaders(rawHeaders as Record<string, string | string[] | undefined>), body: feed.body})
       },
-      onResponseData(c, chunk) {
-        // undici hands over an empty piece on every resume: taking it would pause again (forever).
-        if (finished !== undefined || chunk.length === 0) return
-        // Fast path: nothing waiting, the consumer copies the piece before it returns.
-        if (take && !busy && queued.length === 0) {
-          queued.push(chunk)
-          flush()
-          return
-        }
-        queued.push(Buffer.from(chunk))
-        c.pause()
+      onResponseData(_c, chunk) {
+        feed.data(chunk)
       },
       onResponseEnd() {
-        complete = true
-        if (take && !busy && queued.length === 0) finish('end')
+        signal?.removeEventListener('abort', onAbort)
+        feed.end()
       },
       onResponseError(_c, error) {
-        if (!headed) {
-          signal?.removeEventListener('abort', onAbort)
-          reject(error)
-          return
-        }
-        failure = error
-        if (take && !busy && queued.length === 0) finish(error)
+        signal?.removeEventListener('abort', onAbort)
+        if (!headed) return reject(error)
+        feed.error(error)
       },
     }
     if (signal?.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'))

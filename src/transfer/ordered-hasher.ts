@@ -1,3 +1,4 @@
+import {MsrError} from '../errors.js'
 import {xxh64PiecesAsync} from '../integrity/chunks.js'
 import {restoreSha256, type ResumableSha256, type SavedSha256State} from '../integrity/sha256.js'
 
@@ -31,6 +32,12 @@ export class OrderedHasher {
 
   get error(): unknown {
     return this.failure
+  }
+
+  /** A failed update (engine error) as a non-retryable E_LOCAL. */
+  throwIfFailed(path: string): void {
+    const error = this.failure
+    if (error) throw new MsrError('E_LOCAL', `Hashing ${path} failed: ${(error as Error)?.message ?? String(error)}.`, {path, cause: error})
   }
 
   /**

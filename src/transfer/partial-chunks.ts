@@ -9,7 +9,7 @@ import {readFully} from '../fs/read-fully.js'
  * the journal says: index -> those bytes. An entry that is malformed, claims a complete chunk,
  * reaches past the file, or whose bytes no longer match their xxh64 is dropped (fetched again).
  */
-export async function partialChunksOnDisk(fh: FileHandle, record: FileRecord, fileBytes: number, xxh: (data: Uint8Array) => string): Promise<Map<number, Buffer>> {
+export async function partialChunksOnDisk(fh: FileHandle, record: FileRecord, fileBytes: number, xxh: (data: Uint8Array) => string, altered?: (index: number) => void): Promise<Map<number, Buffer>> {
   const found = new Map<number, Buffer>()
   const entries = Array.isArray(record.partialChunks) ? record.partialChunks : []
   for (const p of entries.slice(0, record.chunks.length)) {
@@ -18,7 +18,10 @@ export async function partialChunksOnDisk(fh: FileHandle, record: FileRecord, fi
     const {start, end} = chunkBounds(p.index, record.size, record.chunkSizeBytes)
     if (!Number.isSafeInteger(p.bytes) || p.bytes <= 0 || p.bytes >= end - start || start + p.bytes > fileBytes) continue
     const data = Buffer.allocUnsafe(p.bytes)
-    if ((await readFully(fh, data, p.bytes, start)) !== p.bytes || xxh(data) !== p.xxh64) continue
+    if ((await readFully(fh, data, p.bytes, start)) !== p.bytes || xxh(data) !== p.xxh64) {
+      altered?.(p.index)
+      continue
+    }
     found.set(p.index, data)
   }
   return found

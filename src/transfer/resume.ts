@@ -36,7 +36,9 @@ export async function reconcileWithDisk(record: FileRecord, fh: FileHandle, emit
       emit({type: 'warning', path: record.path, message: `partial of ${record.path} did not match its journal; falling back to the last good chunk`})
     }
     // Chunks a checkpoint caught half-way: their bytes so far, if the disk still has them.
-    const prefills = await partialChunksOnDisk(fh, record, fileBytes, xxh)
+    const prefills = await partialChunksOnDisk(fh, record, fileBytes, xxh, (i) => {
+      emit({type: 'warning', path: record.path, message: `the first bytes of chunk ${i} of the partial of ${record.path} did not match its journal; fetching that chunk again`})
+    })
     record.partialChunks = [...prefills].map(([index, data]) => ({index, bytes: data.length, xxh64: xxh(data)}))
     // Bytes past what the journal vouches for (written after the last checkpoint, or by something
     // else) are never trusted: cut them off, so the partial says no more than the journal.

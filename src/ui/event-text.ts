@@ -31,6 +31,8 @@ export function eventText(e: PullEvent): string | undefined {
       return `failed ${e.path}: ${e.message} [${e.code}]`
     case 'warning':
       return `warning: ${e.message}`
+    case 'failover':
+      return `failover: ${e.from} failed${e.path ? ` on ${e.path}` : ''} (${e.reason}) [${e.code}]; going on with ${e.to}`
     case 'file-start':
     case 'progress':
       return undefined

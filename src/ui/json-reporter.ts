@@ -11,7 +11,7 @@ import type {Reporter} from './reporter.js'
 export const JSON_EVENT_TYPES: Record<PullEvent['type'] | 'error' | 'summary', true> = {
   listing: true, start: true, 'waiting-lock': true, 'recovered-journal': true, 'file-start': true, resume: true,
   rehash: true, progress: true, retry: true, 'integrity-retry': true, 'remote-changed': true, 'file-done': true,
-  'file-error': true, warning: true, error: true, summary: true,
+  'file-error': true, warning: true, failover: true, error: true, summary: true,
 }
 
 /**

@@ -23,6 +23,7 @@ export function summaryText(s: PullSummary, opts: {printPath?: boolean} = {}): s
     `${s.failedFiles ? 'incomplete' : 'complete'}: ${plural(s.files, 'file')} (${counts.join(', ')}), ` +
       `${formatBytes(s.downloadedBytes)} downloaded, ${formatBytes(s.reusedBytes)} reused, in ${formatDuration(s.elapsedMs)}${speed}, ${s.retries} ${s.retries === 1 ? 'retry' : 'retries'}`,
   ]
+  if (s.failovers.length > 0) lines.push(`served by ${s.endpoint} after ${plural(s.failovers.length, 'failover')} (${s.failovers.map((f) => f.from).join(', ')})`)
   if (!opts.printPath) lines.push(`files are in ${s.modelDir}`)
   return lines
 }

@@ -14,6 +14,7 @@ export function verifyReportLines(report: VerifyReport): string[] {
   }
   for (const p of report.extra) lines.push(`extra           ${p} (not in the manifest; left in place)`)
   if (report.remote) {
+    for (const f of report.remote.failovers ?? []) lines.push(`failover        ${f.from} failed (${f.reason}) [${f.code}]; went on with ${f.to}`)
     for (const c of report.remote.changed) {
       lines.push(`upstream        ${c.path} changed on the hub: sha256 ${c.manifest.sha256.slice(0, 12)}… → ${c.hub.sha256.slice(0, 12)}…, ${formatBytes(c.manifest.size)} → ${formatBytes(c.hub.size)}`)
     }

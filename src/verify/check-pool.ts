@@ -4,6 +4,7 @@ import {Worker} from 'node:worker_threads'
 import {type ErrorCode, ErrorCodes, MsrError} from '../errors.js'
 import {fromFsError} from '../fs/fs-errors.js'
 import {type CheckLevel, type ExpectedFile, type FileCheck, checkFile} from '../integrity/check.js'
+import {runPool} from '../pool.js'
 import type {CheckReply, CheckRequest} from './check-worker.js'
 
 export interface CheckJob {
@@ -72,45 +73,40 @@ async function checkInThread(jobs: CheckJob[], signal?: AbortSignal): Promise<Fi
   return results
 }
 
-function checkInWorkers(jobs: CheckJob[], threads: number, signal?: AbortSignal): Promise<FileCheck[]> {
+async function checkInWorkers(jobs: CheckJob[], threads: number, signal?: AbortSignal): Promise<FileCheck[]> {
   const results: FileCheck[] = new Array(jobs.length)
   const order = jobs.map((_, i) => i).sort((a, b) => jobs[b].expected.size - jobs[a].expected.size)
-  const workers: Worker[] = []
-  let next = 0
-  let pending = jobs.length
-  let settled = false
-  return new Promise<FileCheck[]>((resolve, reject) => {
-    const finish = (error?: unknown) => {
-      if (settled) return
-      settled = true
-      signal?.removeEventListener('abort', onAbort)
-      for (const w of workers) void w.terminate()
-      if (error === undefined) resolve(results)
-      else reject(error)
+  const workers = Array.from({length: threads}, () => new Worker(workerScript()!))
+  try {
+    await runPool(order, threads, signal ?? new AbortController().signal, async (id, lane) => {
+      results[id] = await ask(workers[lane.index], id, jobs[id], lane.signal)
+    })
+    signal?.throwIfAborted()
+    return results
+  } finally {
+    for (const w of workers) void w.terminate()
+  }
+}
+
+/** One job on one worker thread; rejects at once when `signal` aborts (another lane failed, Ctrl-C). */
+function ask(worker: Worker, id: number, job: CheckJob, signal: AbortSignal): Promise<FileCheck> {
+  return new Promise<FileCheck>((resolve, reject) => {
+    const done = (settle: () => void) => {
+      worker.off('message', onMessage).off('error', onError).off('exit', onExit)
+      signal.removeEventListener('abort', onAbort)
+      settle()
     }
-    const onAbort = () => finish(signal?.reason)
-    if (signal?.aborted) return onAbort()
-    signal?.addEventListener('abort', onAbort, {once: true})
-    const dispatch = (worker: Worker) => {
-      if (next >= order.length) return
-      const id = order[next++]
-      worker.postMessage({id, job: jobs[id]} satisfies CheckRequest)
+    const onMessage = (reply: CheckReply) => {
+      if (reply.id !== id) return
+      done(() => ('error' in reply ? reject(replyError(reply.error, job)) : resolve(reply.result)))
     }
-    for (let t = 0; t < threads; t++) {
-      const worker = new Worker(workerScript()!)
-      workers.push(worker)
-      worker.on('message', (reply: CheckReply) => {
-        if ('error' in reply) return finish(replyError(reply.error, jobs[reply.id]))
-        results[reply.id] = reply.result
-        if (--pending === 0) return finish()
-        dispatch(worker)
-      })
-      worker.on('error', (error) => finish(new MsrError('E_LOCAL', `A verification thread failed: ${error.message}`, {cause: error})))
-      worker.on('exit', (code) => {
-        if (!settled) finish(new MsrError('E_LOCAL', `A verification thread exited early (code ${code}).`))
-      })
-      dispatch(worker)
-    }
+    const onError = (error: Error) => done(() => reject(new MsrError('E_LOCAL', `A verification thread failed: ${error.message}`, {cause: error})))
+    const onExit = (code: number) => done(() => reject(new MsrError('E_LOCAL', `A verification thread exited early (code ${code}).`)))
+    const onAbort = () => done(() => reject(signal.reason))
+    if (signal.aborted) return onAbort()
+    worker.on('message', onMessage).on('error', onError).on('exit', onExit)
+    signal.addEventListener('abort', onAbort, {once: true})
+    worker.postMessage({id, job} satisfies CheckRequest)
   })
 }
 

@@ -1,3 +1,4 @@
+import type {EndpointFailover} from '../events.js'
 import type {HubFile} from '../hub/types.js'
 import type {CheckLevel, DamagedRange, FileCheck, FileCheckStatus} from '../integrity/check.js'
 import {type Manifest, type ManifestFile, expectedFromManifest} from '../integrity/manifest.js'
@@ -32,6 +33,8 @@ export interface RemoteDiff {
   removed: string[]
   /** Listed by the hub, not in the manifest. */
   added: string[]
+  /** Endpoints left on the way to `endpoint` (`--endpoint` repeated), when any. */
+  failovers?: EndpointFailover[]
 }
 
 export interface VerifyCounts {

@@ -8,6 +8,7 @@ import {HubEmulator} from '../support/emulator.js'
 import {makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
 import {type RunningCli, durablePrefixBytes, pullAndKillWhen, startJsonCli, strayTempFiles} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/shared'
 const MiB = 1024 * 1024
@@ -46,7 +47,7 @@ describe('two (and four) pulls of the same model at once', function () {
     for (const f of FILES) expect((await fs.readFile(path.join(dir, f.path))).equals(emu.contentOf(MODEL, f.path)), f.path).to.equal(true)
     const contentBytes = emu.contentRequests(MODEL).reduce((n, e) => n + e.bytesSent, 0)
     expect(contentBytes, 'content bytes over the network, all processes together').to.equal(MODEL_BYTES)
-    const stateDir = path.join(dir, '.ms-resume')
+    const stateDir = statePaths(dir).dir
     expect(await strayTempFiles(stateDir)).to.deep.equal([])
     expect(await fs.readdir(path.join(stateDir, 'partial-v1'))).to.deep.equal([])
     expect((await fs.readdir(stateDir)).filter((n) => n === 'lock'), 'lock released').to.deep.equal([])
@@ -83,7 +84,7 @@ describe('two (and four) pulls of the same model at once', function () {
 
   it('a stale lock from a SIGKILLed pull: the next pull, started at once, takes it over and resumes', async () => {
     const killed = await pullAndKillWhen(args(), testEnv(home), dir, (doc) => durablePrefixBytes(doc.files['model.safetensors']) >= 2 * MiB)
-    expect(await fs.stat(path.join(dir, '.ms-resume', 'lock')).then(() => true, () => false), 'the dead pull left its lock').to.equal(true)
+    expect(await fs.stat(statePaths(dir).lock).then(() => true, () => false), 'the dead pull left its lock').to.equal(true)
     emu.setRateLimit(undefined)
     const logFrom = emu.log.length
     const res = await runCli(args(), {env: testEnv(home)})
@@ -94,7 +95,7 @@ describe('two (and four) pulls of the same model at once', function () {
   })
 
   it('a lock of an older ms-resume on another host (empty lock/, lock-owner.json beside it): waited for while fresh, taken over once 10 s old by the filesystem clock', async () => {
-    const stateDir = path.join(dir, '.ms-resume')
+    const stateDir = statePaths(dir).dir
     await fs.mkdir(path.join(stateDir, 'lock'), {recursive: true})
     await fs.writeFile(path.join(stateDir, 'lock-owner.json'), JSON.stringify({pid: process.pid, host: `not-${os.hostname()}`, since: new Date().toISOString()}))
     // Fresh: nobody here can prove that holder dead, so a pull waits and gives up after --lock-wait.
@@ -112,7 +113,7 @@ describe('two (and four) pulls of the same model at once', function () {
   })
 
   it('what killed lock holders leave is swept by the next holder: moved-aside locks, clock probes, old owner files and their temp files', async () => {
-    const stateDir = path.join(dir, '.ms-resume')
+    const stateDir = statePaths(dir).dir
     await fs.mkdir(path.join(stateDir, 'lock.stale-0123456789ab'), {recursive: true})
     await fs.writeFile(path.join(stateDir, 'lock.stale-0123456789ab', 'heartbeat'), 'x')
     const strays = ['.lock-owner.json.4242.tmp', 'lock-owner.json', '.clock-probe-4242-deadbeef.tmp']

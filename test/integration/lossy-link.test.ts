@@ -7,6 +7,7 @@ import {HubEmulator, type LogEntry} from '../support/emulator.js'
 import {makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
 import {durablePrefixBytes, pullAndKillWhen, readJournal} from '../support/process.js'
+import {statePaths} from '../support/state-paths.js'
 import {TRANSPORTS, transport} from '../support/tls.js'
 
 const MODEL = 'acme/lossy'
@@ -100,6 +101,36 @@ describe('lossy and slow links: every received byte counts', function () {
       const resumed = contentRequests(emu)[before]
       expect(resumed?.rangeStart, "resumed at the journal's byte, not at a chunk boundary").to.equal(claimed)
       expect(await readJournal(dir)).to.not.equal(undefined)
+    })
+
+    it(`${kind}: the bytes of a claimed partial chunk altered on disk are fetched again, never trusted`, async () => {
+      const size = 4 * MiB
+      const rate = 100 * 1000
+      emu = await HubEmulator.start({models: [{id: MODEL, files: [{path: FILE, size}]}], tls: t.tls, rateLimitBytesPerSec: rate})
+      home = await makeTmpDir()
+      const dir = path.join(home, 'out')
+      const args = ['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir, '--connections', '1']
+      const killed = await pullAndKillWhen(args, testEnv(home, t.env), dir, (doc) => (doc.files[FILE]?.partialChunks?.[0]?.bytes ?? 0) >= 200 * 1000)
+      const claim = killed.files[FILE].partialChunks![0]
+      expect(claim.index, 'the claim is inside the first chunk').to.equal(0)
+      // One byte inside the claimed bytes, as a bad disk or another writer would leave it.
+      const state = statePaths(dir)
+      const [partial] = await fs.readdir(state.partials)
+      expect(partial, 'the partial file').to.be.a('string')
+      const fh = await fs.open(state.partial(partial), 'r+')
+      const at = Math.floor(claim.bytes / 2)
+      const old = Buffer.alloc(1)
+      await fh.read(old, 0, 1, at)
+      await fh.write(Buffer.from([old[0] ^ 0xff]), 0, 1, at)
+      await fh.close()
+      const before = contentRequests(emu).length
+      emu.setRateLimit(undefined)
+      const res = await runCli([...args, '--json'], {env: testEnv(home, t.env)})
+      expect(res.code, res.stderr).to.equal(0)
+      expect((await fs.readFile(path.join(dir, FILE))).equals(emu.contentOf(MODEL, FILE))).to.equal(true)
+      expect(contentRequests(emu)[before]?.rangeStart, 'the chunk is fetched from its start').to.equal(0)
+      const warnings = res.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).filter((e) => e.type === 'warning')
+      expect(warnings.map((w) => w.message).join('\n')).to.match(/chunk 0 of the partial .* did not match its journal/)
     })
   }
 })

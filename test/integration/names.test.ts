@@ -5,6 +5,7 @@ import {expect} from 'chai'
 
 import {type EmulatorFileSpec, HubEmulator, type HubEmulatorOptions} from '../support/emulator.js'
 import {exists, listFiles, makeTmpDir, runCli, startCli, testEnv} from '../support/cli.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/names'
 const MiB = 1024 * 1024
@@ -121,7 +122,7 @@ describe('untrusted names from the hub (fault-matrix.md: Untrusted names)', func
   it('journal, partial, lock and every other state file follow the umask (027: files 0640, directories 0750), while a pull is mid-way', async () => {
     const files = [{path: 'slow.safetensors', size: 8 * MiB}]
     emu = await HubEmulator.start({models: [{id: MODEL, files}], rateLimitBytesPerSec: 1 * MiB})
-    const state = path.join(dir, '.ms-resume')
+    const state = statePaths(dir).dir
     // The umask decides (a team cache runs at 002, a private one at 077): no fixed mode anywhere.
     const oldUmask = process.umask(0o027)
     let child

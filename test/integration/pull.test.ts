@@ -5,6 +5,7 @@ import {expect} from 'chai'
 
 import {HubEmulator} from '../support/emulator.js'
 import {exists, listFiles, makeTmpDir, runCli, testEnv} from '../support/cli.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/tiny.model-v1.5'
 const FILES = [
@@ -100,7 +101,7 @@ describe('pull', function () {
     } finally {
       process.umask(oldUmask)
     }
-    const state = path.join(dir, '.ms-resume')
+    const state = statePaths(dir).dir
     for (const name of ['journal-v1.json', 'manifest-v1.json']) {
       const st = await fs.stat(path.join(state, name))
       expect(st.mode & 0o777, name).to.equal(0o644)
@@ -191,9 +192,9 @@ describe('pull with a token', function () {
       expect(e.headers.authorization).to.equal(undefined)
     }
     expect(res.stdout + res.stderr).not.to.contain(TOKEN)
-    const stateFiles = await listFiles(path.join(dir, '.ms-resume'), new Set())
+    const stateFiles = await listFiles(statePaths(dir).dir, new Set())
     for (const f of stateFiles) {
-      expect(await fs.readFile(path.join(dir, '.ms-resume', f), 'utf8'), f).not.to.contain(TOKEN)
+      expect(await fs.readFile(path.join(statePaths(dir).dir, f), 'utf8'), f).not.to.contain(TOKEN)
     }
   })
 })

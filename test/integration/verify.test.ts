@@ -8,7 +8,7 @@ import type {Manifest} from '../../src/integrity/manifest.js'
 import type {FileReport, VerifyReport} from '../../src/verify/verify.js'
 import {HubEmulator} from '../support/emulator.js'
 import {exists, listFiles, makeTmpDir, runCli, testEnv} from '../support/cli.js'
-import {statePaths} from '../support/state-paths.js'
+import {STATE_DIR_NAME, statePaths} from '../support/state-paths.js'
 
 const MiB = 1024 * 1024
 const MODEL = 'acme/verify-me'
@@ -74,7 +74,7 @@ describe('verify, manifests and pull checks', function () {
   let copies = 0
   async function copyOfTemplate(opts: {state?: boolean} = {}): Promise<string> {
     const dir = path.join(home, `copy-${++copies}`)
-    await fs.cp(template, dir, {recursive: true, filter: (src) => opts.state !== false || path.basename(src) !== '.ms-resume'})
+    await fs.cp(template, dir, {recursive: true, filter: (src) => opts.state !== false || path.basename(src) !== STATE_DIR_NAME})
     return dir
   }
 

@@ -8,6 +8,7 @@ import {Agent} from 'undici'
 
 import {openBody} from '../../src/transfer/http-body.js'
 import {STOP} from '../../src/transfer/body.js'
+import {RawHttpClient} from '../../src/transfer/raw-http.js'
 import {mulberry32} from '../support/process.js'
 import {TRANSPORTS, makeTestCertificate} from '../support/tls.js'
 
@@ -15,8 +16,11 @@ import {TRANSPORTS, makeTestCertificate} from '../support/tls.js'
  * The body pipeline under random conditions: replies cut into random pieces with random gaps,
  * consumers that pause at random (rate limit, disk), stop, or abort. Whatever happens, the bytes
  * handed to the consumer are exactly a prefix of the source, in order, and pump() settles only
- * after the consumer's last wait settled. Many seeds, over plain TCP and TLS.
+ * after the consumer's last wait settled. Many seeds, over plain TCP and TLS, through both readers.
  */
+/** Both body readers: undici, and the onread reader (raw-http.ts) that serves plain and TLS bodies without a proxy. */
+const CLIENTS = ['undici', 'raw'] as const
+
 interface Server {
   url: string
   close(): Promise<void>
@@ -71,11 +75,15 @@ describe('http-body: the body pipeline under random fragmentation, pauses and ab
   this.timeout(120_000)
   // Trusts the throwaway certificate (the CLI under test gets it through NODE_EXTRA_CA_CERTS).
   const dispatcher = new Agent({connect: {ca: makeTestCertificate().cert}})
-  after(() => dispatcher.close())
+  const rawClient = new RawHttpClient({connectTimeoutMs: 10_000, tls: {ca: makeTestCertificate().cert}})
+  after(() => {
+    rawClient.close()
+    return dispatcher.close()
+  })
 
-  for (const kind of TRANSPORTS) {
+  for (const [client, kind] of CLIENTS.flatMap((c) => TRANSPORTS.map((k) => [c, k] as const))) {
     for (let seed = 1; seed <= 24; seed++) {
-      it(`${kind}, seed ${seed}: the consumer sees an exact prefix of the source, in order`, async () => {
+      it(`${client} ${kind}, seed ${seed}: the consumer sees an exact prefix of the source, in order`, async () => {
         const rng = mulberry32(seed)
         const size = 1 + Math.floor(rng() * 3 * 1024 * 1024)
         const source = crypto.createHash('sha256').update(String(seed)).digest()
@@ -87,7 +95,7 @@ describe('http-body: the body pipeline under random fragmentation, pauses and ab
         const limit = mode === 'whole' ? size : Math.floor(rng() * size)
         const abort = new AbortController()
         try {
-          const res = await openBody({url: server.url, headers: {}, headersFor: () => ({}), signal: abort.signal, headersTimeoutMs: 10_000, maxRetryAfterMs: 1000, dispatcher})
+          const res = await openBody({url: server.url, headers: {}, headersFor: () => ({}), signal: abort.signal, headersTimeoutMs: 10_000, maxRetryAfterMs: 1000, dispatcher, raw: client === 'raw' ? rawClient : false})
           expect(res.status).to.equal(200)
           const got = Buffer.alloc(size)
           let filled = 0

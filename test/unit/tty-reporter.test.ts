@@ -21,6 +21,7 @@ function summary(): PullSummary {
     modelId: 'acme/m', revision: 'master', modelDir: '/tmp/models/acme/m', files: FILES.length,
     downloadedFiles: FILES.length, reusedFiles: 0, repairedFiles: 0, failedFiles: 0, totalBytes: TOTAL,
     downloadedBytes: TOTAL, reusedBytes: 0, retries: 1, elapsedMs: 1200, dryRun: false, errors: [],
+    endpoint: 'http://127.0.0.1:1', failovers: [],
   }
 }
 

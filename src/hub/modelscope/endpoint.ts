@@ -30,6 +30,17 @@ export function resolveEndpoint(flag: string | undefined, env: NodeJS.ProcessEnv
   return url.toString().replace(/\/+$/, '')
 }
 
+/**
+ * `--endpoint` repeated: those endpoints, in order, once each; they replace MODELSCOPE_ENDPOINT and
+ * MODELSCOPE_DOMAIN (an endpoint the user did not name on this command line never gets the token).
+ * None given: the single endpoint of resolveEndpoint.
+ */
+export function resolveEndpoints(flags: string | string[] | undefined, env: NodeJS.ProcessEnv = process.env): string[] {
+  const given = (typeof flags === 'string' ? [flags] : flags ?? []).filter((f) => f !== '')
+  if (given.length === 0) return [resolveEndpoint(undefined, env)]
+  return [...new Set(given.map((f) => resolveEndpoint(f, env)))]
+}
+
 export function resolveToken(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
   const token = flag ?? env.MODELSCOPE_API_TOKEN
   return token && token.trim() !== '' ? token.trim() : undefined
