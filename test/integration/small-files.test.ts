@@ -85,6 +85,16 @@ describe('small files: one request, verified in memory, written whole', function
     })
   }
 
+  it('hundreds of small files over two kept-alive connections: --quiet prints nothing (no listener piles up on a reused connection)', async () => {
+    const specs = Array.from({length: 200}, (_, i) => ({path: `q/f${i}.bin`, size: 500 + i}))
+    await start({specs})
+    const res = await runCli(args('--concurrency', '2', '--quiet'), {env: testEnv(home)})
+    expect(res.code, res.stderr).to.equal(0)
+    expect(res.stderr).to.equal('')
+    expect(res.stdout).to.equal('')
+    await expectExact(specs)
+  })
+
   it('a SIGKILL mid-pull leaves nothing unverified; the next run fetches none of what the journal recorded, nor what is in place', async () => {
     const specs = Array.from({length: 120}, (_, i) => ({path: `many/d${i % 4}/f${i}.bin`, size: 20_000 + i}))
     // 100 KiB/s per connection: 120 files take about 6 s on 4 connections, the kill lands mid-run.
