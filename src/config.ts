@@ -26,6 +26,8 @@ export interface Knobs {
   crashAt: {point: string; count: number} | undefined
   /** MS_RESUME_MAX_LISTING_PAGES: tests only, the bound on a dataset listing's pages (default 10,000). */
   maxListingPages: number | undefined
+  /** MS_RESUME_TEST_JOURNAL_COMPACT_BYTES: tests only, compact the journal once its log is larger (0: at every write). */
+  journalCompactBytes: number | undefined
 }
 
 function crashAtKnob(): Knobs['crashAt'] {
@@ -53,6 +55,7 @@ function readKnobs(): Knobs {
     lockStaleMs: staleMsFromEnv(process.env),
     crashAt: crashAtKnob(),
     maxListingPages: numberKnob('MS_RESUME_MAX_LISTING_PAGES', 1, 1_000_000),
+    journalCompactBytes: numberKnob('MS_RESUME_TEST_JOURNAL_COMPACT_BYTES', 0, Number.MAX_SAFE_INTEGER),
   }
 }
 

@@ -4,6 +4,7 @@ import path from 'node:path'
 import {MsrError, isMsrError} from '../errors.js'
 import {fromFsError} from '../fs/fs-errors.js'
 import {Journal} from '../journal/journal.js'
+import {JOURNAL_LOG_FILE} from '../journal/journal-files.js'
 import {acquireModelLock, peekModelLock} from '../journal/lock.js'
 import type {JournalDoc} from '../journal/schema.js'
 import type {ModelDirs} from '../store/find-models.js'
@@ -38,7 +39,7 @@ export interface CleanResult {
 // those of the official index files we write: any other name there may be a file of the model.
 const STATE_TEMP = /^(\..+\.tmp|\.write-probe-\d+(-[0-9a-f]{8})?)$/
 const MODEL_DIR_TEMP = /^\.(msc|mdl|mv)\.\d+\.[0-9a-f]+\.tmp$/
-const JOURNAL_BACKUP = new RegExp(`^${JOURNAL_FILE.replaceAll('.', '\\.')}\\.unreadable-\\d+$`)
+const JOURNAL_BACKUP = new RegExp(`^(${[JOURNAL_FILE, JOURNAL_LOG_FILE].map((n) => n.replaceAll('.', '\\.')).join('|')})\\.unreadable-\\d+$`)
 
 /**
  * Removes what interrupted or failed pulls left behind: partial downloads, quarantined downloads,
@@ -119,7 +120,7 @@ async function plan(dirs: ModelDirs, result: CleanResult): Promise<{doc?: Journa
 async function dropEntries(stateDir: string, doc: JournalDoc, paths: string[]): Promise<void> {
   const {journal} = await Journal.open(stateDir, {hub: doc.hub, endpoint: doc.endpoint, modelId: doc.modelId, repoKind: doc.repoKind, revision: doc.revision})
   for (const p of paths) {
-    if (journal.get(p)?.status !== 'complete') delete journal.doc.files[p]
+    if (journal.get(p)?.status !== 'complete') journal.remove(p)
   }
   await journal.close()
 }

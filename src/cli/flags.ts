@@ -1,4 +1,4 @@
-import {Flags} from '@oclif/core'
+import * as Flags from '@oclif/core/flags'
 
 import {knobs} from '../config.js'
 import {MsrError} from '../errors.js'

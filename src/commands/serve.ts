@@ -1,6 +1,6 @@
 import path from 'node:path'
 
-import {Flags} from '@oclif/core'
+import * as Flags from '@oclif/core/flags'
 
 import {BaseCommand} from '../cli/base-command.js'
 import {locationFlags, retryPolicyFrom} from '../cli/flags.js'

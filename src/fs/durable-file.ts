@@ -8,14 +8,16 @@ import {FILE_MODE} from './file-modes.js'
 /**
  * Writes a file so that after a crash or power loss it holds either the old or the new content,
  * never a torn mix: a temp file with a per-process name (two writers never share one), fsync,
- * rename over the target, fsync the directory so the rename itself is durable.
+ * rename over the target, fsync the directory so the rename itself is durable. `data` may come in
+ * pieces, made one at a time as they are written (a 35 MB journal need not be one string).
  */
-export async function writeFileDurable(target: string, data: string | Uint8Array, mode = FILE_MODE): Promise<void> {
+export async function writeFileDurable(target: string, data: string | Uint8Array | Iterable<string | Uint8Array>, mode = FILE_MODE): Promise<void> {
   const dir = path.dirname(target)
   const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`)
   const handle = await fs.open(tmp, 'wx', mode)
   try {
-    await handle.writeFile(data)
+    if (typeof data === 'string' || data instanceof Uint8Array) await handle.writeFile(data)
+    else for (const piece of data) await handle.writeFile(piece)
     await handle.sync()
   } catch (error) {
     await handle.close().catch(() => {})

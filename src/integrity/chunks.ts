@@ -1,5 +1,3 @@
-import xxhash from 'xxhash-wasm'
-
 import type {HashedChunk, ResumableSha256} from './sha256.js'
 import {IN_PLACE_BELOW_BYTES, nativeChunkHashing} from './native-addon.js'
 
@@ -28,7 +26,7 @@ export function chunkBounds(i: number, sizeBytes: number, chunkSizeBytes: number
   return {start, end: Math.min(sizeBytes, start + chunkSizeBytes)}
 }
 
-type XXH = Awaited<ReturnType<typeof xxhash>>
+type XXH = Awaited<ReturnType<typeof import('xxhash-wasm').default>>
 let api: XXH | undefined
 let loading: Promise<XXH> | undefined
 
@@ -45,7 +43,8 @@ export async function loadXxh64(): Promise<(data: Uint8Array) => string> {
 /** xxhash-wasm's xxh64 (the fallback, and the reference the native one is tested against). */
 export async function loadWasmXxh64(): Promise<(data: Uint8Array) => string> {
   if (!api) {
-    loading ??= xxhash()
+    // Imported only where the addon is missing, not at every start-up.
+    loading ??= import('xxhash-wasm').then((m) => m.default())
     api = await loading
   }
   const h64Raw = api.h64Raw

@@ -57,8 +57,76 @@ export function manifestToJson(manifest: Manifest): string {
   return `${JSON.stringify(manifest, null, 2)}\n`
 }
 
+/** Files per piece of manifestPieces. */
+const FILES_PER_PIECE = 200
+
+/**
+ * manifestToJson's text, a piece at a time: the manifest of 100,000 files is 30 MB, and as one
+ * string (and its bytes) it was the last peak of a pull's memory.
+ */
+export function* manifestPieces(manifest: Manifest): Generator<string> {
+  const {files, ...head} = manifest
+  const headText = JSON.stringify({...head, files: []}, null, 2)
+  if (files.length === 0) {
+    yield `${headText}\n`
+    return
+  }
+  yield headText.slice(0, headText.lastIndexOf('[]') + 1)
+  for (let at = 0; at < files.length; at += FILES_PER_PIECE) {
+    yield files.slice(at, at + FILES_PER_PIECE).map((f, i) => `${at + i > 0 ? ',' : ''}\n    ${JSON.stringify(f, null, 2).replaceAll('\n', '\n    ')}`).join('')
+  }
+  yield '\n  ]\n}\n'
+}
+
+/**
+ * Writes the manifest durably, unless the file there says the same but for `createdAt` (then it is
+ * left as it is): a pull of a complete model writes nothing.
+ */
 export async function writeManifest(file: string, manifest: Manifest): Promise<void> {
-  await writeFileDurable(file, manifestToJson(manifest))
+  const createdAt = await createdAtOf(file)
+  if (createdAt !== undefined && (await fileHolds(file, manifestPieces({...manifest, createdAt})))) return
+  await writeFileDurable(file, manifestPieces(manifest))
+}
+
+/** The createdAt near the top of a manifest file, or undefined. */
+async function createdAtOf(file: string): Promise<string | undefined> {
+  const head = await readPrefix(file, 4096)
+  const m = head && /\n {2}"createdAt": ("[^"\\\n]{1,64}"),\n/.exec(head.toString('utf8'))
+  return m ? (JSON.parse(m[1]) as string) : undefined
+}
+
+async function readPrefix(file: string, bytes: number): Promise<Buffer | undefined> {
+  const fh = await fs.open(file, fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0)).catch(() => undefined)
+  if (!fh) return undefined
+  try {
+    const buf = Buffer.alloc(bytes)
+    const {bytesRead} = await fh.read(buf, 0, bytes, 0)
+    return buf.subarray(0, bytesRead)
+  } finally {
+    await fh.close()
+  }
+}
+
+/** Whether `file` is exactly the concatenation of `pieces` (read a piece at a time). */
+async function fileHolds(file: string, pieces: Iterable<string>): Promise<boolean> {
+  const fh = await fs.open(file, fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW ?? 0)).catch(() => undefined)
+  if (!fh) return false
+  try {
+    const stat = await fh.stat()
+    if (!stat.isFile()) return false
+    let at = 0
+    for (const piece of pieces) {
+      const want = Buffer.from(piece)
+      if (at + want.length > stat.size) return false
+      const got = Buffer.allocUnsafe(want.length)
+      const {bytesRead} = await fh.read(got, 0, want.length, at)
+      if (bytesRead !== want.length || !got.equals(want)) return false
+      at += want.length
+    }
+    return at === stat.size
+  } finally {
+    await fh.close()
+  }
 }
 
 export function expectedFromManifest(f: ManifestFile): ExpectedFile {

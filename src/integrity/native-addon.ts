@@ -27,6 +27,14 @@ export interface Sha256CtxAddon {
   alignmentOffset?(buffer: Uint8Array, align: number): number
   /** On the thread pool: pread()s the range and returns each chunk's XXH64 (null past the end of the file). */
   xxh64File?(fd: number, start: number, length: number, chunkSize: number): Promise<Array<string | null>>
+  /** On the thread pool, one job: create (O_EXCL, O_NOFOLLOW), write, fdatasync, close, rename to target. */
+  writeFileSynced?(path: string, data: Uint8Array, mode: number, target?: string): Promise<void>
+}
+
+/** The addon's one-job write of a small file (see writeFileSynced in native/sha256_ctx.c), or null. */
+export function nativeWriteFileSynced(): NonNullable<Sha256CtxAddon['writeFileSynced']> | null {
+  const addon = loadNativeAddon()?.addon
+  return addon && typeof addon.writeFileSynced === 'function' ? addon.writeFileSynced.bind(addon) : null
 }
 
 /**

@@ -48,6 +48,8 @@ export interface JournalDoc {
   revision: string
   createdAt: string
   updatedAt: string
+  /** The append-only log that continues this snapshot (journal-log.ts); absent: no log applies. */
+  logId?: string
   files: Record<string, FileRecord>
 }
 

@@ -2,6 +2,7 @@ import {chunkBounds, chunkCount, chunkSizeFor} from '../integrity/chunks.js'
 import {isSavedSha256State} from '../integrity/sha256-state.js'
 import {parseModelId, partialNameFor} from '../store/layout.js'
 import {reservedReason, unsafeReason} from '../store/safe-path.js'
+import {LOG_ID, type LogEntry} from './journal-log.js'
 import {JOURNAL_KIND, JOURNAL_VERSION, type FileRecord, type JournalDoc} from './schema.js'
 
 /**
@@ -106,6 +107,7 @@ export function journalProblem(doc: unknown): string | undefined {
   if (doc.version > JOURNAL_VERSION) return `written by a newer ms-resume (schema version ${doc.version})`
   if (doc.version < JOURNAL_VERSION) return `old schema version ${doc.version}`
   for (const k of ['hub', 'endpoint', 'revision', 'createdAt', 'updatedAt'] as const) if (!isText(doc[k], 4096)) return `bad "${k}"`
+  if (doc.logId !== undefined && (typeof doc.logId !== 'string' || !LOG_ID.test(doc.logId))) return 'bad "logId"'
   try {
     parseModelId(doc.modelId as string)
   } catch {
@@ -131,9 +133,49 @@ export function validateJournal(doc: unknown): {doc: JournalDoc; problem?: undef
   if (problem) return {problem}
   const d = doc as JournalDoc
   const files = Object.create(null) as Record<string, FileRecord>
-  for (const [key, r] of Object.entries(d.files)) {
-    if (r.sha256State && r.sha256State.offsetBytes > contiguousDurableBytes(r)) delete r.sha256State
-    Object.defineProperty(files, key, {value: r, enumerable: true, writable: true, configurable: true})
-  }
+  for (const [key, r] of Object.entries(d.files)) putRecord(files, key, r)
   return {doc: {...d, files}}
+}
+
+function putRecord(files: Record<string, FileRecord>, key: string, r: FileRecord): void {
+  if (r.sha256State && r.sha256State.offsetBytes > contiguousDurableBytes(r)) delete r.sha256State
+  Object.defineProperty(files, key, {value: r, enumerable: true, writable: true, configurable: true})
+}
+
+/** Why one log entry cannot be trusted, or undefined (journal-log.ts has the shapes). */
+export function logEntryProblem(entry: unknown): string | undefined {
+  if (!isObject(entry)) return 'not an object'
+  const keys = Object.keys(entry)
+  if (keys.length !== 1) return 'not one of doc, file, drop'
+  if (keys[0] === 'file') {
+    const r = entry.file
+    if (!isObject(r) || typeof r.path !== 'string') return 'a record without a path'
+    const problem = recordProblem(r.path, r)
+    return problem ? `bad entry for ${JSON.stringify(r.path)}: ${problem}` : undefined
+  }
+  if (keys[0] === 'drop') return isText(entry.drop, MAX_TEXT) ? undefined : 'bad drop'
+  if (keys[0] === 'doc') {
+    const d = entry.doc
+    if (!isObject(d)) return 'bad doc'
+    for (const k of ['endpoint', 'revision', 'updatedAt'] as const) if (!isText(d[k], 4096)) return `bad doc "${k}"`
+    return undefined
+  }
+  return 'not one of doc, file, drop'
+}
+
+/**
+ * A validated snapshot with the committed entries of its log applied, or why the log cannot be
+ * trusted. Every entry is checked as the snapshot's records are, before any is applied.
+ */
+export function applyLog(doc: JournalDoc, entries: unknown[]): {doc: JournalDoc; problem?: undefined} | {doc?: undefined; problem: string} {
+  for (const entry of entries) {
+    const problem = logEntryProblem(entry)
+    if (problem) return {problem: `log entry: ${problem}`}
+  }
+  for (const entry of entries as LogEntry[]) {
+    if ('file' in entry) putRecord(doc.files, entry.file.path, entry.file)
+    else if ('drop' in entry) delete doc.files[entry.drop]
+    else Object.assign(doc, {endpoint: entry.doc.endpoint, revision: entry.doc.revision, updatedAt: entry.doc.updatedAt})
+  }
+  return {doc}
 }

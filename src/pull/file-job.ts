@@ -11,11 +11,13 @@ import {isSizeOnly, sameVersion} from '../integrity/size-only.js'
 import {DIR_MODE, FILE_MODE, settleFileMode} from '../fs/file-modes.js'
 import type {FileRecord} from '../journal/schema.js'
 import {moveIntoPlace} from '../store/finalize.js'
+import {mayExist} from '../store/dir-entries.js'
 import {PARTIAL_DIR, QUARANTINE_DIR, partialNameFor} from '../store/layout.js'
 import {resolveInside} from '../store/safe-path.js'
 import {O_NOFOLLOW} from '../store/state-file.js'
-import {ChunkedDownload, type TransferOptions} from '../transfer/file-download.js'
+import type {TransferOptions} from '../transfer/file-download.js'
 import {endpointForFile, giveUpNowOn, nextEndpointFor} from './endpoint-failover.js'
+import {pullSmallFile, takesSmallPath} from './small-file.js'
 
 /** Whole-file downloads that may end in a hash mismatch before we give up on a file. */
 export const MAX_INTEGRITY_ATTEMPTS = 3
@@ -95,7 +97,7 @@ export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<Fil
     if (check.status === 'ok') {
       if (ctx.check !== 'size') {
         record.checkedAt = new Date().toISOString()
-        ctx.journal.markDirty()
+        ctx.journal.markDirty(record)
       }
       ctx.emit({type: 'file-done', path: file.path, size: file.size, downloadedBytes: 0, reused: true, sha256: file.sha256})
       return {...outcome, reused: true}
@@ -103,16 +105,27 @@ export async function pullOneFile(listed: HubFile, ctx: JobContext): Promise<Fil
     ctx.emit({type: 'warning', path: file.path, message: `${file.path} failed its ${check.level} check (${check.status}); repairing it`})
     record = await prepareRepair(ctx, record, finalPath, check)
     outcome.repaired = true
-  } else if (await adoptFromDisk(finalPath, file)) {
+  } else if (await adoptFromDisk(finalPath, file, ctx.journal)) {
     ctx.journal.set(await completeRecordFromDisk(file, finalPath))
     ctx.journal.markDirty()
     ctx.emit({type: 'file-done', path: file.path, size: file.size, downloadedBytes: 0, reused: true, sha256: file.sha256})
     return {...outcome, reused: true}
   }
+  if (!outcome.repaired && takesSmallPath(file, record, ctx) && (await pullSmallFile(file, ctx))) return {...outcome, downloadedBytes: file.size}
 
   record ??= newRecord(file)
   record.integrityFailures = 0
   ctx.journal.set(record)
+  // The transfer changes the record in place and only flushes: every batch writes it until done.
+  ctx.journal.track(file.path)
+  try {
+    return await downloadUntilPlaced(ctx, file, record, outcome)
+  } finally {
+    ctx.journal.untrack(file.path)
+  }
+}
+
+async function downloadUntilPlaced(ctx: JobContext, file: HubFile, record: FileRecord, outcome: FileOutcome): Promise<FileOutcome> {
   let remoteChanges = 0
   /** The listing fetched to judge an ETag change, reused when it shows that the file changed. */
   let relisted: {file: HubFile | undefined} | undefined
@@ -173,6 +186,8 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     let found: string
     const savedState = record.sha256State
     try {
+      // Loaded when a file is downloaded (with undici): a no-op pull never needs them.
+      const {ChunkedDownload} = await import('../transfer/file-download.js')
       const download = await ChunkedDownload.prepare(record, fh, {...ctx, ...connectionOptions(ctx.connectionsFor(record.size))}, ctx.adoptUnknownPartials, partialPath)
       const resumedBytes = download.resumedBytes
       if (resumedBytes > 0) ctx.emit({type: 'resume', path: record.path, offsetBytes: resumedBytes, size: record.size})
@@ -262,9 +277,10 @@ async function prepareRepair(ctx: JobContext, record: FileRecord, finalPath: str
 }
 
 /** A file already at its final path with the listed size: keep it if its SHA-256 proves it. */
-async function adoptFromDisk(finalPath: string, file: HubFile): Promise<boolean> {
+async function adoptFromDisk(finalPath: string, file: HubFile, scope: object): Promise<boolean> {
   // Without a listed hash nothing proves the bytes there are the hub's: they are fetched.
   if (isSizeOnly(file)) return false
+  if (!(await mayExist(finalPath, scope))) return false
   try {
     const stat = await fs.lstat(finalPath)
     if (!stat.isFile() || stat.size !== file.size) return false

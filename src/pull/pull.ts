@@ -124,7 +124,7 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
         const e = isMsrError(error) ? error : new MsrError('E_LOCAL', (error as Error).message, {cause: error, path: file.path})
         const record = journal.get(file.path)
         if (record) record.lastError = {code: e.code, message: e.message, at: new Date().toISOString()}
-        journal.markDirty()
+        journal.markDirty(record)
         emit({type: 'file-error', path: file.path, code: e.code, message: e.message})
         // Auth, a lost lock and a full disk fail every other file the same way: stop now.
         if (e.code === 'E_AUTH' || e.code === 'E_LOCKED' || e.code === 'E_DISK_FULL') session.abort(e)

@@ -6,6 +6,7 @@ import {promisify} from 'node:util'
 
 import {manifestKind, readManifest, type Manifest} from '../integrity/manifest.js'
 import {Journal} from '../journal/journal.js'
+import {journalFiles} from '../journal/journal-files.js'
 import type {JournalDoc} from '../journal/schema.js'
 import {findModelDirs} from '../store/find-models.js'
 import {JOURNAL_FILE, MANIFEST_FILE, type ModelLocation, type RepoKind, defaultCacheRoot, kindDir, resolveLocation} from '../store/layout.js'
@@ -63,7 +64,7 @@ export class Catalog {
     const location = this.locate(modelId, repoKind)
     const manifestFile = path.join(location.stateDir, MANIFEST_FILE)
     const journalFile = path.join(location.stateDir, JOURNAL_FILE)
-    const key = `${await statKey(manifestFile)}|${await statKey(journalFile)}`
+    const key = `${await statKey(manifestFile)}|${await statKey(journalFile)}|${await statKey(journalFiles(location.stateDir).log)}`
     const cacheKey = `${repoKind}\u0000${modelId}`
     const hit = this.cache.get(cacheKey)
     if (hit && hit.key === key) return hit.snapshot

@@ -11,7 +11,7 @@ import {checkRedirect, MAX_REDIRECTS} from './redirect-policy.js'
  * File bodies travel on undici: one keep-alive pool per origin (TLS sessions are reused, so a
  * 16 MiB piece on a 100 ms link does not pay a new handshake), and its dispatch handler API, which
  * pauses the socket itself when we ask. Proxies come from HTTPS_PROXY / HTTP_PROXY / NO_PROXY
- * (EnvHttpProxyAgent); loopback never goes through one. The API (listing, revisions) stays on axios.
+ * (EnvHttpProxyAgent); loopback never goes through one. The API (listing, revisions) is in http.ts.
  */
 const agentOptions = {
   keepAliveTimeout: 30_000,
@@ -23,7 +23,7 @@ const agentOptions = {
 let direct: Agent | undefined
 let proxied: Dispatcher | undefined
 
-function dispatcherFor(url: URL): Dispatcher {
+export function dispatcherFor(url: URL): Dispatcher {
   direct ??= new Agent(agentOptions)
   const loopback = ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(url.hostname)
   const proxyVars = ['http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY']

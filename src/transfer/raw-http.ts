@@ -66,6 +66,8 @@ class Conn {
   /** A whole exchange went through it: a failure before any reply byte may be a stale keep-alive. */
   used = false
   gone = false
+  /** One listener for the idle timeout, taken off when the connection is taken again (a new one per release piled up: a MaxListeners warning after 11 reuses, and a leak). */
+  readonly idleTimeout = () => this.socket.destroy()
 
   constructor(readonly key: string) {}
 
@@ -134,7 +136,7 @@ export class RawHttpClient {
     while (list && list.length > 0) {
       const conn = list.pop()!
       if (!conn.gone && !conn.socket.destroyed) {
-        conn.socket.setTimeout(0)
+        conn.socket.setTimeout(0, conn.idleTimeout)
         conn.socket.ref()
         return conn
       }
@@ -151,7 +153,7 @@ export class RawHttpClient {
     list.push(conn)
     conn.used = true
     conn.socket.unref()
-    conn.socket.setTimeout(IDLE_MS, () => conn.socket.destroy())
+    conn.socket.setTimeout(IDLE_MS, conn.idleTimeout)
     conn.socket.resume()
   }
 

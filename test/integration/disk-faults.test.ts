@@ -6,8 +6,7 @@ import {expect} from 'chai'
 import {HubEmulator} from '../support/emulator.js'
 import {exists, makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
-import {bindReadOnly, durablePrefixBytes, mountTmpfs, pullAndKillWhen, readJournal, skipBecause, startJsonCli, unmount, waitUntil} from '../support/process.js'
-import {statePaths} from '../support/state-paths.js'
+import {bindReadOnly, durablePrefixBytes, journalBytes, mountTmpfs, pullAndKillWhen, readJournal, skipBecause, startJsonCli, unmount, waitUntil} from '../support/process.js'
 
 const MODEL = 'acme/disk'
 const MiB = 1024 * 1024
@@ -121,7 +120,7 @@ describe('disk faults: ENOSPC and a read-only target', function () {
     emu.setRateLimit(4 * MiB)
     const before = await pullAndKillWhen(args, testEnv(home), dir, (doc) => durablePrefixBytes(doc.files[BIG]) >= 2 * MiB)
     emu.setRateLimit(undefined)
-    const journalText = await fs.readFile(statePaths(dir).journal, 'utf8')
+    const journalBefore = await journalBytes(dir)
     const reason = await bindReadOnly(dir)
     if (reason) skipBecause(this, reason)
     mounted.push(dir)
@@ -130,7 +129,7 @@ describe('disk faults: ENOSPC and a read-only target', function () {
     expect(res.code, res.stderr).to.equal(6)
     expect(res.stdout).to.contain('"code":"E_PERMISSION"')
     expect(emu.log.slice(logFrom).filter((e) => e.content)).to.have.length(0)
-    expect(await fs.readFile(statePaths(dir).journal, 'utf8')).to.equal(journalText)
+    expect((await journalBytes(dir)).equals(journalBefore), 'the journal (snapshot and log) unchanged').to.equal(true)
 
     await unmount(dir)
     mounted.pop()

@@ -8,7 +8,7 @@ import xxhash from 'xxhash-wasm'
 import {HubEmulator} from '../support/emulator.js'
 import {makeTmpDir, runCli, testEnv} from '../support/cli.js'
 import {journalClaimsProblems} from '../support/journal-check.js'
-import {type JournalView, durableChunkIndices, journalPath, pullAndKillWhen, readJournal} from '../support/process.js'
+import {type JournalView, durableChunkIndices, journalPath, pullAndKillWhen, readJournal, writeJournal} from '../support/process.js'
 import {statePaths} from '../support/state-paths.js'
 
 const MODEL = 'acme/lost-journal'
@@ -58,6 +58,9 @@ describe('journal empty / NUL bytes / invalid JSON / newer schema version', func
     fixture = path.join(home, 'fixture')
     await pullAndKillWhen(['pull', MODEL, '--endpoint', emu.url, '--local-dir', fixture, '--concurrency', '2'], testEnv(home), fixture, (doc) =>
       doc.files[DONE]?.status === 'complete' && durableChunkIndices(doc.files[PART]).length >= 3)
+    // The journal as one snapshot, without its log: each damage below is then to the whole journal
+    // (damage to the log has its own tests, journal-log.test.ts).
+    await writeJournal(fixture, (await readJournal(fixture))!)
     emu.setRateLimit(undefined)
   })
   after(async () => {

@@ -7,8 +7,7 @@ import {expect} from 'chai'
 
 import {HubEmulator} from '../support/emulator.js'
 import {BIN, type CliResult, REPO_ROOT, listFiles, makeTmpDir, startCli, testEnv} from '../support/cli.js'
-import {statePaths} from '../support/state-paths.js'
-import {skipBecause} from '../support/process.js'
+import {readJournal, skipBecause} from '../support/process.js'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
@@ -122,7 +121,7 @@ describe('scale (fault-matrix.md: Scale)', function () {
       expect(createHash('sha256').update(data).digest('hex'), files[i].path).to.equal(emu.sha256Of(MODEL, files[i].path))
     }
     expect(emu.contentRequests(MODEL)).to.have.length(COUNT)
-    const journal = JSON.parse(await fs.readFile(statePaths(dir).journal, 'utf8'))
+    const journal = (await readJournal(dir))!
     const records = Object.values(journal.files) as Array<{status: string}>
     expect(records).to.have.length(COUNT)
     expect(records.every((r) => r.status === 'complete')).to.equal(true)

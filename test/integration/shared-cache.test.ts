@@ -5,7 +5,7 @@ import {expect} from 'chai'
 
 import {HubEmulator} from '../support/emulator.js'
 import {makeTmpDir, testEnv} from '../support/cli.js'
-import {type JsonEvent, RunningCli, durablePrefixBytes, readJournal, waitUntil} from '../support/process.js'
+import {type JsonEvent, RunningCli, durablePrefixBytes, journalBytes, readJournal, waitUntil} from '../support/process.js'
 import {statePaths} from '../support/state-paths.js'
 import {type HostOptions, SshfsPair, faketimeUnavailable, findLibfaketime, needOrSkip, signalGroup, sshfsUnavailable, startOnHost} from '../support/shared-fs.js'
 
@@ -266,12 +266,12 @@ describe('a cache shared by two hosts over a network filesystem (sshfs, unshare)
       const {a, b} = await freezeAAndLetBTakeOver(pull('b'))
       emu.setRateLimit(undefined)
       expect((await b.done).code).to.equal(0)
-      const journal = await fs.readFile(statePaths(dirOn('server')).journal)
+      const journal = await journalBytes(dirOn('server'))
       signalGroup(a.child, 'SIGCONT')
       const ra = await a.done
       expect(ra.code, ra.stderr).to.equal(6)
       expect(errorCode(a), ra.stdout).to.equal('E_LOCKED')
-      expect((await fs.readFile(statePaths(dirOn('server')).journal)).equals(journal), 'journal untouched by the host that lost the lock').to.equal(true)
+      expect((await journalBytes(dirOn('server'))).equals(journal), 'journal (snapshot and log) untouched by the host that lost the lock').to.equal(true)
       await expectModelOnServer()
     })
 

@@ -3,6 +3,7 @@ import fs from 'node:fs/promises'
 import path from 'node:path'
 
 import xxhash from 'xxhash-wasm'
+import {readJournalOnDisk} from './journal-read.js'
 import {statePaths} from './state-paths.js'
 
 /**
@@ -17,9 +18,10 @@ export async function journalClaimsProblems(modelDir: string): Promise<{problems
   const durablePrefix: Record<string, number> = {}
   let doc: {files: Record<string, {path: string; size: number; sha256: string; observedSha256?: string; status: string; chunkSizeBytes: number; chunks: Array<string | null>; partialName?: string; partialChunks?: Array<{index: number; bytes: number; xxh64: string}>}>}
   try {
-    doc = JSON.parse(await fs.readFile(path.join(stateDir, 'journal-v1.json'), 'utf8'))
+    const read = await readJournalOnDisk<typeof doc>(modelDir)
+    if (!read) return {problems, durablePrefix}
+    doc = read.doc
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {problems, durablePrefix}
     return {problems: [`journal unreadable: ${(error as Error).message}`], durablePrefix}
   }
   const {h64Raw} = await xxhash()

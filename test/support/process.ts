@@ -4,6 +4,7 @@ import path from 'node:path'
 import {promisify} from 'node:util'
 
 import {type CliResult, startCli} from './cli.js'
+import {readJournalOnDisk} from './journal-read.js'
 import {statePaths} from './state-paths.js'
 
 const exec = promisify(execFile)
@@ -128,17 +129,28 @@ export function journalPath(modelDir: string): string {
   return statePaths(modelDir).journal
 }
 
-/** The journal as it is on disk now, or undefined when absent or (mid-test) unreadable. */
+/** The journal as it is on disk now (snapshot and log), or undefined when absent or (mid-test) unreadable. */
 export async function readJournal(modelDir: string): Promise<JournalView | undefined> {
   try {
-    return JSON.parse(await fs.readFile(journalPath(modelDir), 'utf8')) as JournalView
+    return (await readJournalOnDisk<JournalView>(modelDir))?.doc
   } catch {
     return undefined
   }
 }
 
+/** The journal's files as they are (snapshot, then log): equal bytes mean an unchanged journal. */
+export async function journalBytes(modelDir: string): Promise<Buffer> {
+  const read = (file: string) => fs.readFile(file).catch(() => Buffer.alloc(0))
+  const paths = statePaths(modelDir)
+  const [snapshot, log] = await Promise.all([read(paths.journal), read(paths.journalLog)])
+  return Buffer.concat([Buffer.from(`${snapshot.length}:`), snapshot, log])
+}
+
+/** Makes `doc` the whole journal: the snapshot, without a log (tests that alter the journal). */
 export async function writeJournal(modelDir: string, doc: JournalView): Promise<void> {
-  await fs.writeFile(journalPath(modelDir), JSON.stringify(doc), {mode: 0o600})
+  const {logId: _logId, ...snapshot} = doc
+  await fs.writeFile(journalPath(modelDir), JSON.stringify(snapshot), {mode: 0o600})
+  await fs.rm(statePaths(modelDir).journalLog, {force: true})
 }
 
 export function partialPath(modelDir: string, record: JournalRecordView): string {

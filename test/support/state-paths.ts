@@ -1,5 +1,6 @@
 import path from 'node:path'
 
+import {JOURNAL_LOG_FILE} from '../../src/journal/journal-files.js'
 import {JOURNAL_FILE, MANIFEST_FILE, PARTIAL_DIR, QUARANTINE_DIR, STATE_DIR_NAME} from '../../src/store/layout.js'
 
 /**
@@ -11,6 +12,8 @@ export function statePaths(modelDir: string) {
   return {
     dir,
     journal: path.join(dir, JOURNAL_FILE),
+    /** The journal's append-only log (the snapshot plus its committed batches is the journal). */
+    journalLog: path.join(dir, JOURNAL_LOG_FILE),
     manifest: path.join(dir, MANIFEST_FILE),
     partials: path.join(dir, PARTIAL_DIR),
     quarantine: path.join(dir, QUARANTINE_DIR),

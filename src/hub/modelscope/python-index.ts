@@ -139,6 +139,20 @@ async function readIfPresent(file: string): Promise<Buffer | null> {
 }
 
 /**
+ * writeAtomic, unless `target` already holds exactly `data` as a 0644 regular file: a pull of a
+ * complete model rewrote (and fsynced) all three index files every time.
+ */
+async function writeIfChanged(target: string, data: Uint8Array | string, current?: Buffer | null): Promise<void> {
+  const bytes = typeof data === 'string' ? Buffer.from(data) : data
+  const stat = await fs.lstat(target).catch(() => undefined)
+  if (stat?.isFile() && (stat.mode & 0o777) === 0o644 && stat.size === bytes.length) {
+    const held = current ?? (await readIndexFile(target)).bytes
+    if (held && Buffer.compare(held, bytes) === 0) return
+  }
+  await writeAtomic(target, data)
+}
+
+/**
  * Replaces `target` atomically: a uniquely named temp file in the same directory, written, chmod
  * 0644 (whatever the umask), fsynced, renamed over the target; then the directory is fsynced.
  */
@@ -250,9 +264,9 @@ export async function writeModelscopeIndex(opts: WriteModelscopeIndexOptions): P
   const {entries, kept: keptForeign} = mergeEntries(foreign, ours)
 
   // .msc last: it is what makes the client treat files as present.
-  await writeAtomic(path.join(modelDir, MDL_FILE), encodePickleDict({id: `${owner}/${maskModelName(name)}`}))
-  await writeAtomic(path.join(modelDir, MV_FILE), dataset ? revisionName : formatModelVersion(revisionName, opts.revisionCreatedAt!))
-  await writeAtomic(mscPath, encodePickleIndex(entries))
+  await writeIfChanged(path.join(modelDir, MDL_FILE), encodePickleDict({id: `${owner}/${maskModelName(name)}`}))
+  await writeIfChanged(path.join(modelDir, MV_FILE), dataset ? revisionName : formatModelVersion(revisionName, opts.revisionCreatedAt!))
+  await writeIfChanged(mscPath, encodePickleIndex(entries), existing.bytes)
 
   const result: WriteModelscopeIndexResult = {entries, keptForeign, replacedUnreadable, ...(unreadableReason ? {unreadableReason} : {}), symlink: 'not-needed'}
   if (cacheRoot !== undefined) {

@@ -1,0 +1,82 @@
+import fs from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import vm from 'node:vm'
+
+import {expect} from 'chai'
+
+import {BUILD_LINE_PREFIX, bundledCommand, loadBundle, wrapBundle} from '../../src/cli/launch.js'
+
+const ID = '0123456789abcdef0123456789abcdef'
+
+/** A bundle as scripts/bundle.ts writes one: the build line, then CommonJS exporting runCommand. */
+function bundleSource(id: string, answer: number): string {
+  return `${BUILD_LINE_PREFIX}${id}\n"use strict";\nexports.runCommand = async () => ${answer};\nexports.strict = (function () { return this === undefined })();\n`
+}
+
+describe('launch: commands run from the bundle and its code cache', () => {
+  let dir: string
+  beforeEach(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'msr-launch-'))
+  })
+  afterEach(async () => {
+    await fs.rm(dir, {recursive: true, force: true})
+  })
+
+  const write = async (source: string, cache?: Buffer) => {
+    const file = path.join(dir, 'b.cjs')
+    await fs.writeFile(file, source)
+    if (cache) await fs.writeFile(`${file}.cache`, cache)
+    return {file, cacheFile: `${file}.cache`}
+  }
+  const cacheFor = (source: string, id: string) => Buffer.concat([Buffer.from(id, 'latin1'), new vm.Script(wrapBundle(source), {filename: 'x'}).createCachedData()])
+
+  it('uses a code cache made for this very bundle, and runs it in strict mode', async () => {
+    const source = bundleSource(ID, 42)
+    const {file, cacheFile} = await write(source, cacheFor(source, ID))
+    const loaded = loadBundle(file, cacheFile)!
+    expect(loaded.cache).to.equal('used')
+    expect(await loaded.bundle.runCommand('x', [], dir)).to.equal(42)
+    expect((loaded.bundle as unknown as {strict: boolean}).strict).to.equal(true)
+  })
+
+  it('a cache of another build (same length, other code) is not used: the bundle is compiled', async () => {
+    const old = bundleSource(ID, 41)
+    const source = bundleSource('fedcba9876543210fedcba9876543210', 43)
+    expect(source.length).to.equal(old.length)
+    const {file, cacheFile} = await write(source, cacheFor(old, ID))
+    const loaded = loadBundle(file, cacheFile)!
+    expect(loaded.cache).to.equal('none')
+    expect(await loaded.bundle.runCommand('x', [], dir)).to.equal(43)
+  })
+
+  it('no cache, a garbage cache, a bundle without a build line: compiled and run all the same', async () => {
+    // Each case its own source: V8 reuses a script compiled earlier in the process from the same text.
+    expect(loadBundle((await write(bundleSource(ID, 46))).file, path.join(dir, 'missing'))!.cache).to.equal('none')
+    const garbage = Buffer.concat([Buffer.from(ID, 'latin1'), Buffer.alloc(500, 7)])
+    const loaded = loadBundle((await write(bundleSource(ID, 44), garbage)).file, path.join(dir, 'b.cjs.cache'))!
+    expect(loaded.cache).to.equal('rejected')
+    expect(await loaded.bundle.runCommand('x', [], dir)).to.equal(44)
+    const plain = '"use strict";\nexports.runCommand = async () => 45;\n'
+    expect(loadBundle((await write(plain, cacheFor(plain, ID))).file, path.join(dir, 'b.cjs.cache'))!.cache).to.equal('none')
+    expect(loadBundle(path.join(dir, 'nope.cjs'), path.join(dir, 'nope.cache'))).to.equal(undefined)
+  })
+
+  it('only a command doing its work runs from the bundle; help, --version and unknown commands go to oclif', () => {
+    const table: Array<[string[], string | undefined]> = [
+      [['pull', 'acme/m'], 'pull'],
+      [['verify', 'acme/m', '--level', 'fast'], 'verify'],
+      [['status'], 'status'],
+      [['pull', '--help'], undefined],
+      [['pull', 'acme/m', '-h'], undefined],
+      [['--version'], undefined],
+      [['help', 'pull'], undefined],
+      [[], undefined],
+      [['bogus'], undefined],
+      [['pull', '--', '--help'], 'pull'],
+      [['constructor'], undefined],
+      [['toString'], undefined],
+    ]
+    for (const [argv, want] of table) expect(bundledCommand(argv), argv.join(' ')).to.equal(want)
+  })
+})
