@@ -8,7 +8,7 @@ import {readModelscopeIndex} from '../../src/hub/modelscope/python-index.js'
 import {HubEmulator, datasetKey} from '../support/emulator.js'
 import {type CliResult, makeTmpDir, startCli, testEnv} from '../support/cli.js'
 import {datasetDir} from '../support/datasets.js'
-import {statePaths} from '../support/state-paths.js'
+import {readJournalOnDisk} from '../support/journal-read.js'
 
 const MiB = 1024 * 1024
 
@@ -73,8 +73,9 @@ describe('datasets at scale (fault-matrix.md: Scale)', function () {
       const data = await fs.readFile(path.join(dir, files[i].path))
       expect(createHash('sha256').update(data).digest('hex'), files[i].path).to.equal(emu.sha256Of(datasetKey(ID), files[i].path))
     }
-    const journal = JSON.parse(await fs.readFile(statePaths(dir).journal, 'utf8'))
-    const records = Object.values(journal.files) as Array<{status: string}>
+    // The snapshot and its log (the journal appends between compactions).
+    const journal = await readJournalOnDisk<{files: Record<string, {status: string}>}>(dir)
+    const records = Object.values(journal!.doc.files)
     expect(records).to.have.length(COUNT)
     expect(records.every((r) => r.status === 'complete')).to.equal(true)
     expect((await readModelscopeIndex(dir)).files).to.have.length(COUNT)
