@@ -238,13 +238,19 @@ export async function unmount(dir: string): Promise<void> {
   await exec('umount', ['-l', dir]).catch(() => {})
 }
 
-/** Marks the running test skipped with a reason visible in the mocha output. */
+/** Whether this run is CI: CI set to anything but empty, 0 or false (runners say true, 1, True ...). */
+export function inCi(): boolean {
+  const ci = (process.env.CI ?? '').trim().toLowerCase()
+  return ci !== '' && ci !== '0' && ci !== 'false'
+}
+
 /**
- * Skips a test whose tool or condition is missing on a laptop. Under CI=true it fails instead:
- * .ci/run installs what the tests need, and a skip there would hide a missing install step.
+ * Skips a test whose tool or condition is missing on a laptop, with the reason in mocha's output.
+ * In CI it fails instead: .ci/run installs what the tests need, and a skip there would hide a
+ * missing install step. The only place a test may skip.
  */
-export function skipBecause(ctx: Mocha.Context, reason: string): never {
-  if (process.env.CI === 'true') throw new Error(`cannot run under CI=true: ${reason} (.ci/run must provide it)`)
+export function skipBecause(ctx: Pick<Mocha.Context, 'skip' | 'test'>, reason: string): never {
+  if (inCi()) throw new Error(`cannot run under CI=true: ${reason} (.ci/run must provide it)`)
   if (ctx.test) ctx.test.title += ` (skipped: ${reason})`
   ctx.skip()
 }
