@@ -18,7 +18,7 @@ import {O_NOFOLLOW} from '../store/state-file.js'
 import {STOP} from '../transfer/body.js'
 import {sleep} from '../transfer/rate-limiter.js'
 import {nextDelayMs} from '../transfer/retry-policy.js'
-import {judgeRangeReply, rangeHeader} from '../transfer/content-range.js'
+import {judgeReply, rangeHeader} from '../transfer/content-range.js'
 import type {JobContext} from './file-job.js'
 
 /**
@@ -139,15 +139,7 @@ async function fetchWhole(file: HubFile, ctx: JobContext): Promise<Buffer | unde
     headersTimeoutMs: ctx.idleTimeoutMs,
     maxRetryAfterMs: ctx.policy.maxRetryAfterMs,
   })
-  const verdict = judgeRangeReply({
-    status: res.status,
-    requestedStart: 0,
-    expectedTotal: file.size,
-    contentRange: res.headers['content-range'],
-    contentLength: res.headers['content-length'],
-    contentEncoding: res.headers['content-encoding'],
-    contentType: res.headers['content-type'],
-  })
+  const verdict = judgeReply(res, 0, file.size)
   if (!verdict.ok) {
     res.body.destroy()
     if (verdict.reason === 'changed') return undefined

@@ -36,6 +36,8 @@ export class ChunkStore {
   /** xxh64 of every chunk written (durable or not yet); null = missing. */
   readonly done: Array<string | null>
   private doneByteCount: number
+  /** Chunks [0, prefixChunks) are all written: the scan for the written prefix only moves on. */
+  private prefixChunks = 0
   private readonly writes = new Set<Promise<void>>()
   private writeError: unknown
   readonly writer: PartialWriter
@@ -120,9 +122,9 @@ export class ChunkStore {
 
   /** Bytes of the written prefix (whole chunks from the start). */
   writtenPrefixBytes(): number {
-    let i = 0
-    while (i < this.done.length && this.done[i] !== null) i++
-    return Math.min(this.o.record.size, i * this.o.record.chunkSizeBytes)
+    // Per block: a scan from chunk 0 each time was quadratic in the chunks of a large file.
+    while (this.prefixChunks < this.done.length && this.done[this.prefixChunks] !== null) this.prefixChunks++
+    return Math.min(this.o.record.size, this.prefixChunks * this.o.record.chunkSizeBytes)
   }
 
   /** Hashes chunks that were finished out of order, reading them back (and checking them) from disk. */
@@ -135,6 +137,7 @@ export class ChunkStore {
     const {record} = this.o
     const b = chunkBounds(i, record.size, record.chunkSizeBytes)
     this.done[i] = null
+    this.prefixChunks = Math.min(this.prefixChunks, i)
     this.doneByteCount -= b.end - b.start
     record.chunks[i] = null
     this.o.emit({type: 'warning', path: record.path, message})

@@ -107,3 +107,12 @@ export function judgeRangeReply(opts: {
   }
   return {ok: true, skipBytes: 0}
 }
+
+/** judgeRangeReply on a reply's status and (lower-cased) headers. */
+export function judgeReply(reply: {status: number; headers: Record<string, string | undefined>}, requestedStart: number, expectedTotal: number): RangeVerdict {
+  const h = reply.headers
+  return judgeRangeReply({
+    status: reply.status, requestedStart, expectedTotal,
+    contentRange: h['content-range'], contentLength: h['content-length'], contentEncoding: h['content-encoding'], contentType: h['content-type'],
+  })
+}

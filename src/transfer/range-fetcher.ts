@@ -1,7 +1,7 @@
 import {MsrError, isMsrError} from '../errors.js'
 import type {FileRecord} from '../journal/schema.js'
 import type {BlockAssembler} from './block-assembler.js'
-import {judgeRangeReply, rangeHeader, strongEtag} from './content-range.js'
+import {judgeReply, rangeHeader, strongEtag} from './content-range.js'
 import type {TransferOptions} from './file-download.js'
 import {openBody} from './http-body.js'
 import {abortError, sleep} from './rate-limiter.js'
@@ -96,15 +96,7 @@ export class RangeFetcher {
       })
       attempt.replied = true
       o.onHead()
-      const verdict = judgeRangeReply({
-        status: res.status,
-        requestedStart: start,
-        expectedTotal: record.size,
-        contentRange: res.headers['content-range'],
-        contentLength: res.headers['content-length'],
-        contentEncoding: res.headers['content-encoding'],
-        contentType: res.headers['content-type'],
-      })
+      const verdict = judgeReply(res, start, record.size)
       if (!verdict.ok) {
         res.body.destroy()
         if (verdict.reason === 'changed') throw new MsrError('E_REMOTE_CHANGED', `${record.path} changed on the hub: ${verdict.message}.`, {path: record.path})
