@@ -6,32 +6,12 @@ import {expect} from 'chai'
 
 import {readModelscopeIndex} from '../../src/hub/modelscope/python-index.js'
 import {HubEmulator, datasetKey} from '../support/emulator.js'
-import {type CliResult, makeTmpDir, startCli, testEnv} from '../support/cli.js'
+import {makeTmpDir, runMeasured, testEnv} from '../support/cli.js'
 import {datasetDir} from '../support/datasets.js'
 import {readJournalOnDisk} from '../support/journal-read.js'
 
 const MiB = 1024 * 1024
 
-/** Runs the CLI, timing it and sampling its peak resident memory (VmHWM) from /proc. */
-async function runMeasured(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<CliResult & {peakRssBytes: number; ms: number}> {
-  const started = performance.now()
-  const child = startCli(args, {env})
-  let stdout = ''
-  let stderr = ''
-  let peakRssBytes = 0
-  child.stdout!.on('data', (d) => (stdout += d))
-  child.stderr!.on('data', (d) => (stderr += d))
-  const sample = async () => {
-    const kb = /VmHWM:\s+(\d+) kB/.exec(await fs.readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => ''))
-    if (kb) peakRssBytes = Math.max(peakRssBytes, Number(kb[1]) * 1024)
-  }
-  const sampler = setInterval(() => void sample(), 200)
-  const killer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])))
-  clearInterval(sampler)
-  clearTimeout(killer)
-  return {code, signal, stdout, stderr, peakRssBytes, ms: Math.round(performance.now() - started)}
-}
 
 /** Figures for the lead and BENCHMARKS.md; never asserted (a loaded machine must not fail a test). */
 function report(what: string, r: {ms: number; peakRssBytes: number}): void {

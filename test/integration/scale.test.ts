@@ -6,33 +6,13 @@ import path from 'node:path'
 import {expect} from 'chai'
 
 import {HubEmulator} from '../support/emulator.js'
-import {BIN, type CliResult, REPO_ROOT, listFiles, makeTmpDir, startCli, testEnv} from '../support/cli.js'
+import {BIN, REPO_ROOT, listFiles, makeTmpDir, runMeasured, testEnv} from '../support/cli.js'
 import {readJournal, skipBecause} from '../support/process.js'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
 const TWO_32 = 2 ** 32
 
-/** Runs the CLI, sampling its peak resident memory (VmHWM) from /proc while it runs. */
-async function runSampled(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<CliResult & {peakRssBytes: number}> {
-  const child = startCli(args, {env})
-  let stdout = ''
-  let stderr = ''
-  let peakRssBytes = 0
-  child.stdout!.on('data', (d) => (stdout += d))
-  child.stderr!.on('data', (d) => (stderr += d))
-  const sample = async () => {
-    const status = await fs.readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => '')
-    const kb = /VmHWM:\s+(\d+) kB/.exec(status)
-    if (kb) peakRssBytes = Math.max(peakRssBytes, Number(kb[1]) * 1024)
-  }
-  const sampler = setInterval(() => void sample(), 250)
-  const killer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])))
-  clearInterval(sampler)
-  clearTimeout(killer)
-  return {code, signal, stdout, stderr, peakRssBytes}
-}
 
 describe('scale (fault-matrix.md: Scale)', function () {
   let emu: HubEmulator | undefined
@@ -65,7 +45,7 @@ describe('scale (fault-matrix.md: Scale)', function () {
     const cut = 4103 * MiB
     emu.setFaults(MODEL, FILE, [{kind: 'reset', afterBytes: cut}])
     const dir = path.join(home, 'out')
-    const res = await runSampled(['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir, '--connections', '1', '--json'], testEnv(home), 200_000)
+    const res = await runMeasured(['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir, '--connections', '1', '--json'], testEnv(home), 200_000)
     expect(res.code, res.stderr).to.equal(0)
 
     const reqs = emu.contentRequests(MODEL, FILE)

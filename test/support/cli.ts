@@ -85,3 +85,24 @@ export async function listFiles(dir: string, skip = new Set(['.ms-resume'])): Pr
   await walk('')
   return out.sort()
 }
+
+/** Runs the CLI, timing it and sampling its peak resident memory (VmHWM) from /proc. */
+export async function runMeasured(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<CliResult & {peakRssBytes: number; ms: number}> {
+  const started = performance.now()
+  const child = startCli(args, {env})
+  let stdout = ''
+  let stderr = ''
+  let peakRssBytes = 0
+  child.stdout!.on('data', (d) => (stdout += d))
+  child.stderr!.on('data', (d) => (stderr += d))
+  const sample = async () => {
+    const kb = /VmHWM:\s+(\d+) kB/.exec(await fs.readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => ''))
+    if (kb) peakRssBytes = Math.max(peakRssBytes, Number(kb[1]) * 1024)
+  }
+  const sampler = setInterval(() => void sample(), 200)
+  const killer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (c, s) => resolve([c, s])))
+  clearInterval(sampler)
+  clearTimeout(killer)
+  return {code, signal, stdout, stderr, peakRssBytes, ms: Math.round(performance.now() - started)}
+}
