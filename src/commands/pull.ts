@@ -43,7 +43,7 @@ By default files go to the ModelScope cache ($MODELSCOPE_CACHE or ~/.cache/model
     manifest: Flags.string({description: 'Pull exactly the files of this pinned integrity manifest.', helpValue: 'FILE'}),
     'allow-manifest-mismatch': Flags.boolean({description: 'With --manifest: take the hub\'s current files even where they differ from the manifest.', default: false}),
     concurrency: Flags.integer({description: 'Files downloaded in parallel.', default: 4, min: 1, max: 64}),
-    connections: Flags.integer({description: 'Ranged connections per file (0 = automatic: from 64 MiB, one connection plus more, up to 8, while each is slower than 32 MiB/s).', default: 0, min: 0, max: 32}),
+    connections: Flags.integer({description: 'Ranged connections per file (0 = automatic: from 64 MiB, one connection; 8 when it is slower than 32 MiB/s; 10 when those 8 each keep most of its rate).', default: 0, min: 0, max: 32}),
     'max-speed': Flags.string({description: 'Cap on the total download rate, e.g. 5M, 500K (bytes per second, binary units).', helpValue: 'RATE'}),
     'min-speed': Flags.string({description: 'A connection slower than this over one --timeout window is reconnected.', default: '1K', helpValue: 'RATE'}),
     'lock-wait': Flags.integer({description: 'Seconds to wait while another ms-resume pulls the same model here (default: wait until it is done; 0 = exit at once with code 6).', min: 0}),

@@ -61,7 +61,8 @@ export interface PullOptions {
 
 /** Above this size a file is fetched over several connections unless --connections says otherwise. */
 export const SEGMENTED_THRESHOLD_BYTES = 64 * 1024 * 1024
-export const AUTO_CONNECTIONS = 8
+/** Automatic connections: at most this many (the first step of 8, and 2 more where the link pays for them; aria2c -x8 opens 8). */
+export const AUTO_CONNECTIONS = 10
 
 /**
  * `ms-resume pull`: list, plan, lock, then bring every file to its final path verified. Files run
@@ -159,7 +160,7 @@ function jobContext(opts: PullOptions, o: Pick<JobContext, 'revision' | 'journal
     check: opts.check ?? 'size',
     connectionsFor: (size) => {
       if (opts.connections && opts.connections > 0) return {connections: opts.connections, adaptive: false}
-      // Automatic: one connection, more (up to AUTO_CONNECTIONS) only while each one is slow.
+      // Automatic: one connection; the first step (8) while it is slow; up to AUTO_CONNECTIONS when the link pays for them.
       return size >= SEGMENTED_THRESHOLD_BYTES ? {connections: AUTO_CONNECTIONS, adaptive: true} : {connections: 1, adaptive: false}
     },
     relist: async (filePath) => {

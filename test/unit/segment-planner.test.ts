@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {type Segment, addConnection, connectionsToAdd, missingRuns, pieceChunksFor, pieceChunksNow, planSegments, splitAt, takeOver} from '../../src/transfer/segment-planner.js'
+import {type Segment, addConnection, connectionsToAdd, missingRuns, pieceChunksFor, pieceChunksNow, planSegments, rewardedConnections, splitAt, spreadOver, takeOver} from '../../src/transfer/segment-planner.js'
 
 const MiB = 1024 * 1024
 const s = (next: number, end: number): Segment => ({next, end})
@@ -65,7 +65,7 @@ describe('segment-planner: which connection fetches which chunks', () => {
     unassigned.length = 0
     const stolen = takeOver(active, unassigned, 4, 16)
     expect(stolen).to.deep.equal(s(5, 10))
-    expect(active[0]).to.deep.equal(s(0, 5))
+    expect(active[0], 'the victim is cut short').to.deep.equal({...s(0, 5), cut: true})
     // Nothing worth a new connection: less than six chunks left in any segment.
     expect(takeOver([s(3, 8)], [], 4, 16)).to.equal(undefined)
   })
@@ -74,14 +74,62 @@ describe('segment-planner: which connection fetches which chunks', () => {
     const active = [s(0, 64)]
     const unassigned: Segment[] = []
     const seg = addConnection(active, unassigned, 8, 16)
-    expect(active[0]).to.deep.equal(s(0, 16))
+    expect(active[0]).to.deep.equal({...s(0, 16), cut: true})
     expect(seg).to.deep.equal(s(16, 19))
     expect(unassigned).to.deep.equal([s(19, 64)])
   })
 })
 
+describe('segment-planner: long links', () => {
+  it('pieceChunksNow: a whole even share per connection, not capped by the piece size', () => {
+    const cases: Array<[Segment[], number, number]> = [
+      [[s(0, 1000)], 8, 125],
+      [[s(0, 100)], 8, 13],
+      [[s(0, 10), s(20, 30)], 4, 5],
+      [[s(0, 3)], 8, 2],
+      [[s(0, 1)], 8, 1],
+    ]
+    for (const [runs, connections, want] of cases) expect(pieceChunksNow(runs, connections, 16, true), JSON.stringify(runs)).to.equal(want)
+  })
+
+  it('takeOver: on a long link the next piece is a whole share', () => {
+    const unassigned = [s(0, 80)]
+    expect(takeOver([], unassigned, 4, 16, true)).to.deep.equal(s(0, 20))
+    expect(unassigned).to.deep.equal([s(20, 80)])
+  })
+
+  it('spreadOver: the lone whole-run request keeps its first share, the new connections take the others', () => {
+    const active = [s(0, 192)]
+    const unassigned: Segment[] = []
+    const added = spreadOver(active, unassigned, 7)
+    expect(active[0]).to.deep.equal({...s(0, 24), cut: true})
+    expect(added).to.deep.equal([s(24, 48), s(48, 72), s(72, 96), s(96, 120), s(120, 144), s(144, 168), s(168, 192)])
+    expect(unassigned).to.deep.equal([])
+  })
+
+  it('spreadOver: reserved shares stay unassigned, in file order, for connections added later', () => {
+    const active = [s(0, 100)]
+    const unassigned = [s(120, 140)]
+    const added = spreadOver(active, unassigned, 7, 2)
+    // 120 chunks left over 1 + 7 + 2 shares of 12.
+    expect(active[0]).to.deep.equal({...s(0, 12), cut: true})
+    expect(added).to.deep.equal([s(12, 24), s(24, 36), s(36, 48), s(48, 60), s(60, 72), s(72, 84), s(84, 96)])
+    expect(unassigned).to.deep.equal([s(96, 100), s(120, 140)])
+    // Later: two more connections split what was kept back, cutting no reply short.
+    const later = spreadOver(active, unassigned, 2)
+    expect(later).to.deep.equal([s(96, 100), s(120, 140)])
+    expect(unassigned).to.deep.equal([])
+    expect(active.filter((x) => x.cut)).to.have.length(1)
+  })
+
+  it('spreadOver: nothing left to share gives nothing', () => {
+    expect(spreadOver([s(3, 4)], [], 7)).to.deep.equal([])
+    expect(spreadOver([s(0, 10), s(10, 20)], [], 2)).to.deep.equal([])
+  })
+})
+
 describe('segment-planner: automatic connections', () => {
-  it('connectionsToAdd: none on a fast link, straight to the cap on a slow one, never past it', () => {
+  it('connectionsToAdd: none on a fast link, straight to the first step (8, or the cap) on a slow one, never past it', () => {
     const cases: Array<[number, number, number, number]> = [
       // active, max, bytes/s per connection, expected
       [1, 8, 200 * MiB, 0],
@@ -91,7 +139,25 @@ describe('segment-planner: automatic connections', () => {
       [8, 8, 1 * MiB, 0],
       [9, 8, 1 * MiB, 0],
       [1, 1, 1, 0],
+      // The first step is 8, whatever the cap above it.
+      [1, 10, 4 * MiB, 7],
+      [8, 10, 4 * MiB, 0],
+      [1, 4, 4 * MiB, 3],
     ]
     for (const [active, max, rate, want] of cases) expect(connectionsToAdd(active, max, rate), `${active}/${max} at ${rate}`).to.equal(want)
+  })
+
+  it('rewardedConnections: the rest up to the cap only when each connection kept most of the lone rate', () => {
+    const cases: Array<[number, number, number, number, number]> = [
+      // running, max, bytes/s per connection now, lone bytes/s, expected
+      [8, 10, 4 * MiB, 4 * MiB, 2],
+      [8, 10, 2.9 * MiB, 4 * MiB, 2],
+      [8, 10, 2.7 * MiB, 4 * MiB, 0],
+      [8, 10, 2 * MiB, 16 * MiB, 0],
+      [8, 10, 4 * MiB, 0, 0],
+      [10, 10, 4 * MiB, 4 * MiB, 0],
+      [8, 10, 40 * MiB, 40 * MiB, 0],
+    ]
+    for (const [running, max, now, lone, want] of cases) expect(rewardedConnections(running, max, now, lone), `${running}/${max} at ${now} (alone ${lone})`).to.equal(want)
   })
 })
