@@ -1,4 +1,4 @@
-import type {HashedChunk, ResumableSha256} from './sha256.js'
+import type {HashedChunk, ResumableSha256} from './sha256-types.js'
 import {IN_PLACE_BELOW_BYTES, nativeChunkHashing} from './native-addon.js'
 
 /**

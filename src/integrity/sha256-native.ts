@@ -1,6 +1,6 @@
 import {updateChunkInPlace} from './chunks.js'
 import {IN_PLACE_BELOW_BYTES, type Loaded, loadNativeAddon, nativeChunkHashing, nativeSha256Problem, type Sha256CtxAddon} from './native-addon.js'
-import type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256.js'
+import type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256-types.js'
 import {decodeBase64Strict} from './sha256-state.js'
 
 /**

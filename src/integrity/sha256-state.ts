@@ -1,4 +1,4 @@
-import type {SavedSha256State} from './sha256.js'
+import type {SavedSha256State} from './sha256-types.js'
 
 /** Shared checks on a SavedSha256State read back from a journal (which may be damaged or foreign). */
 

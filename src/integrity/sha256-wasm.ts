@@ -3,7 +3,7 @@ import {createRequire} from 'node:module'
 import {createSHA256, type IHasher} from 'hash-wasm'
 
 import {updateChunkInPlace} from './chunks.js'
-import type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256.js'
+import type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256-types.js'
 import {decodeBase64Strict} from './sha256-state.js'
 
 /**

@@ -2,12 +2,8 @@ import {setMaxListeners} from 'node:events'
 import type {FileHandle} from 'node:fs/promises'
 
 import {MsrError} from '../errors.js'
-import type {EventSink} from '../events.js'
-import type {Hub} from '../hub/types.js'
-import type {CheckLevel} from '../integrity/check.js'
 import {loadXxh64} from '../integrity/chunks.js'
 import {createResumableSha256} from '../integrity/sha256.js'
-import type {Journal} from '../journal/journal.js'
 import type {FileRecord} from '../journal/schema.js'
 import {BlockAssembler} from './block-assembler.js'
 import {CheckpointClock, type DurableView, checkpoint} from './checkpointer.js'
@@ -16,45 +12,13 @@ import {ConnectionScheduler} from './connection-scheduler.js'
 import {OrderedHasher} from './ordered-hasher.js'
 import {prefixBytes} from './partial-chunks.js'
 import {RangeFetcher} from './range-fetcher.js'
-import {type RateLimiter, abortError} from './rate-limiter.js'
+import {abortError} from './rate-limiter.js'
 import {reconcileWithDisk} from './resume.js'
-import type {RetryPolicy} from './retry-policy.js'
 import {type Segment, missingRuns, pieceChunksFor, splitAt} from './segment-planner.js'
+import type {TransferOptions} from './transfer-options.js'
 
-export interface TransferOptions {
-  hub: Hub
-  modelId: string
-  revision: string
-  journal: Journal
-  emit: EventSink
-  signal: AbortSignal
-  policy: RetryPolicy
-  /** Parallel ranged connections for this file (the most, when adaptive). */
-  connections: number
-  /** Start with one connection and add more (up to `connections`) while each one is slow. */
-  adaptiveConnections?: boolean
-  limiter?: RateLimiter
-  /** No body byte for this long (our own waits excluded): reconnect. */
-  idleTimeoutMs: number
-  /** Less than this many bytes/s over one idle-timeout window: reconnect. */
-  minBytesPerSec: number
-  checkpointIntervalMs: number
-  checkpointBytes: number
-  /** `pull --check`: at `fast`/`full` a resume reads back every chunk its saved hash state covers. */
-  check?: CheckLevel
-  /**
-   * Asked when the server names the file by another strong ETag than before: true when the hub's
-   * listing still gives the same sha256 and size (a mirror or CDN with its own ETags: keep the
-   * partial, the final SHA-256 decides); false when the file really changed.
-   */
-  listingUnchanged?: () => Promise<boolean>
-  /**
-   * Asked when a request failed before any reply (refused, TLS, no answer in time), with the count
-   * of attempts without progress: true stops this file's download at once instead of spending the
-   * retries (another endpoint is named: failover is quicker than backoff on a dead one).
-   */
-  giveUpNow?: (error: MsrError, failuresWithoutProgress: number) => boolean
-}
+export type {TransferOptions} from './transfer-options.js'
+
 
 /**
  * Fills the missing bytes of one partial file from the hub: segments over connections
