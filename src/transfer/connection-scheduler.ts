@@ -17,6 +17,8 @@ export interface ScheduleOptions {
   receivedBytes(): number
   /** Fetches one segment to its end (with its own retries); a rejection ends that connection. */
   fetch(seg: Segment): Promise<void>
+  /** The number of connections running changed. */
+  connectionsChanged?(running: number): void
 }
 
 /** Automatic connections: the rate per connection is measured over this window (see connectionsToAdd). */
@@ -154,6 +156,8 @@ export class ConnectionScheduler {
 
   private async connection(first: Segment): Promise<void> {
     this.running++
+    // The segments planned count too: connections started together must not size blocks one by one.
+    this.o.connectionsChanged?.(Math.max(this.running, this.active.length))
     try {
       let seg: Segment | undefined = first
       while (seg) {
@@ -167,6 +171,7 @@ export class ConnectionScheduler {
       }
     } finally {
       this.running--
+      this.o.connectionsChanged?.(this.running)
     }
   }
 }

@@ -138,6 +138,7 @@ export class ChunkedDownload {
       signal: this.abort.signal,
       receivedBytes: () => this.receivedBytes,
       fetch: (seg) => this.fetchSegment(seg),
+      connectionsChanged: (running) => this.store.connections(running),
     })
     return this.scheduler.run()
   }

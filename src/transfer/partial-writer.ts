@@ -27,9 +27,19 @@ export class PartialWriter {
     private readonly fh: FileHandle,
     private readonly partialPath: string | undefined,
     private readonly sizeBytes: number,
-    /** Bytes of one block buffer. */
-    readonly blockBytes: number,
+    /** Bytes of one block buffer (buffers taken from now on; see resize). */
+    private blockBytes: number,
   ) {}
+
+  /**
+   * Buffers taken from now on have `bytes` (only ever fewer: growing back as connections finish
+   * would drop the pool at the tail, garbage V8 collects late); larger ones are not pooled again.
+   */
+  shrink(bytes: number): void {
+    if (bytes >= this.blockBytes) return
+    this.blockBytes = bytes
+    this.pool.length = 0
+  }
 
   async open(): Promise<void> {
     const O_DIRECT = (fs.constants as Record<string, number>).O_DIRECT
