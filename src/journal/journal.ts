@@ -2,6 +2,8 @@ import {randomBytes} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 
+import {Low} from 'lowdb'
+
 import {knobs} from '../config.js'
 import {MsrError, isMsrError} from '../errors.js'
 import {crashPoint, crashPointArmed} from '../fs/crash-points.js'
@@ -9,7 +11,7 @@ import {fromFsError} from '../fs/fs-errors.js'
 import {removeStrayTempFiles, writeFileDurable} from '../fs/durable-file.js'
 import {repoLabel} from '../store/layout.js'
 import {O_NOFOLLOW} from '../store/state-file.js'
-import {MAX_JOURNAL_BYTES, UnreadableJournal, journalFiles, readJournalState, setAside} from './journal-files.js'
+import {MAX_JOURNAL_BYTES, SnapshotAdapter, UnreadableJournal, journalFiles, readJournalState, setAside} from './journal-files.js'
 import {encodeBatch, logHeader} from './journal-log.js'
 import {emptyJournal, type FileRecord, type JournalDoc, type JournalInit} from './schema.js'
 
@@ -32,8 +34,6 @@ const MAX_BATCH_MS = 2000
 const MIN_COMPACT_BYTES = 1024 * 1024
 /** Above this snapshot size close() leaves the log to the running rule. */
 const CLOSE_COMPACT_MAX_BYTES = 8 * 1024 * 1024
-/** Records serialised per piece of a snapshot write (pieces of about 200 KB). */
-const RECORDS_PER_PIECE = 500
 
 export interface JournalOpenResult {
   journal: Journal
@@ -42,8 +42,8 @@ export interface JournalOpenResult {
 }
 
 /**
- * One journal per model, guarded by the model lock: a snapshot and an append-only log
- * (journal-log.ts). Callers change records in memory and say which (`set`, `markDirty(record)`,
+ * One journal per model, guarded by the model lock: a snapshot, held and written whole by lowdb
+ * (SnapshotAdapter), and an append-only log between snapshots (journal-log.ts). Callers change records in memory and say which (`set`, `markDirty(record)`,
  * `track` for a record that transfer code changes in place while its file downloads); a write
  * appends those records as one batch and fdatasyncs it. Writes are coalesced: callers either wait
  * for durability (checkpoints) or let a timer batch many small changes into one append. Nothing
@@ -62,7 +62,8 @@ export class Journal {
   private logHandle: fs.FileHandle | undefined
 
   private constructor(
-    private readonly doc_: JournalDoc,
+    private readonly db: Low<JournalDoc>,
+    private readonly adapter: SnapshotAdapter,
     readonly file: string,
     private readonly logFile: string,
     readonly flushIntervalMs: number,
@@ -85,10 +86,11 @@ export class Journal {
     const files = journalFiles(stateDir)
     await removeStrayTempFiles(files.snapshot)
     await removeStrayTempFiles(files.log)
-    let state
+    const adapter = new SnapshotAdapter(stateDir)
+    const db = new Low<JournalDoc>(adapter, emptyJournal(init))
     let recovered: JournalOpenResult['recovered']
     try {
-      state = await readJournalState(stateDir)
+      await db.read()
     } catch (error) {
       if (!(error instanceof UnreadableJournal)) {
         throw new MsrError('E_JOURNAL', `Cannot read the journal ${files.snapshot}: ${(error as Error).message}.`, {cause: error, hint: 'Check the permissions of the state directory.'})
@@ -96,10 +98,11 @@ export class Journal {
       // Never trust it, never destroy it: keep it for a post-mortem and rebuild state from disk.
       recovered = {reason: error.message, movedTo: await setAside(stateDir)}
     }
-    const doc = state?.doc ?? emptyJournal(init)
+    const doc = db.data
     // A model and a dataset may share an id (and a --cache-dir directory): the kind counts too.
     assertSameModel(stateDir, repoLabel(doc), repoLabel(init))
-    const journal = new Journal(doc, files.snapshot, files.log, opts.flushIntervalMs ?? 250, state?.snapshotBytes ?? 0, state?.logBytes ?? 0, state?.logAppendable ?? false, opts.beforeWrite)
+    const {found} = adapter
+    const journal = new Journal(db, adapter, files.snapshot, files.log, opts.flushIntervalMs ?? 250, found.snapshotBytes, found.logBytes, found.logAppendable, opts.beforeWrite)
     if (doc.endpoint !== init.endpoint || doc.revision !== init.revision) {
       Object.assign(doc, {endpoint: init.endpoint, revision: init.revision})
       journal.docDirty = true
@@ -123,7 +126,11 @@ export class Journal {
   }
 
   get doc(): JournalDoc {
-    return this.doc_
+    return this.db.data
+  }
+
+  private get doc_(): JournalDoc {
+    return this.db.data
   }
 
   get(filePath: string): FileRecord | undefined {
@@ -242,9 +249,8 @@ export class Journal {
     this.logHandle = undefined
     const logId = randomBytes(8).toString('hex')
     this.doc_.logId = logId
-    this.snapshotBytes = 0
-    const pieces = snapshotPieces(this.doc_, (n) => (this.snapshotBytes += n))
-    await writeFileDurable(this.file, pieces)
+    await this.db.write()
+    this.snapshotBytes = this.adapter.writtenBytes
     crashPoint('after-journal-snapshot')
     const header = logHeader(logId)
     await writeFileDurable(this.logFile, header)
@@ -286,30 +292,4 @@ export class Journal {
       this.logHandle = undefined
     }
   }
-}
-
-/**
- * The snapshot's JSON (what JSON.stringify(doc) gives), made a piece at a time as it is written:
- * the journal of 100,000 files is 35 MB, and as one string it doubled the peak memory of a pull.
- */
-function* snapshotPieces(doc: JournalDoc, count: (bytes: number) => void): Generator<string> {
-  const {files, ...head} = doc
-  const emit = (text: string) => {
-    count(Buffer.byteLength(text))
-    return text
-  }
-  yield emit(`${JSON.stringify(head).slice(0, -1)},"files":{`)
-  let piece: string[] = []
-  let first = true
-  for (const key of Object.keys(files)) {
-    const record = files[key]
-    if (!record) continue
-    piece.push(`${first ? '' : ','}${JSON.stringify(key)}:${JSON.stringify(record)}`)
-    first = false
-    if (piece.length >= RECORDS_PER_PIECE) {
-      yield emit(piece.join(''))
-      piece = []
-    }
-  }
-  yield emit(`${piece.join('')}}}`)
 }

@@ -5,10 +5,12 @@ import path from 'node:path'
 import {expect} from 'chai'
 
 import {chunkSizeFor} from '../../src/integrity/chunks.js'
-import {journalFiles} from '../../src/journal/journal-files.js'
+import {Low} from 'lowdb'
+
+import {SnapshotAdapter, UnreadableJournal, journalFiles} from '../../src/journal/journal-files.js'
 import {encodeBatch, logHeader, parseLog} from '../../src/journal/journal-log.js'
 import {Journal} from '../../src/journal/journal.js'
-import type {FileRecord} from '../../src/journal/schema.js'
+import {type FileRecord, type JournalDoc, emptyJournal} from '../../src/journal/schema.js'
 import {partialNameFor} from '../../src/store/layout.js'
 import {readJournalOnDisk} from '../support/journal-read.js'
 import {statePaths} from '../support/state-paths.js'
@@ -218,6 +220,29 @@ describe('journal: snapshot and append-only log', () => {
     expect(JSON.parse(text)).to.deep.equal(JSON.parse(JSON.stringify({...journal.doc, files: {...journal.doc.files}})))
     expect(Object.keys(JSON.parse(text).files)).to.have.length(4502)
     await journal.close()
+  })
+
+  it('lowdb reads through the snapshot adapter what the journal wrote (snapshot and log), and its write() is a durable snapshot', async () => {
+    const journal = await seeded()
+    journal.set(record('late', 9000))
+    await journal.flush()
+    await journal.close()
+    const db = new Low<JournalDoc>(new SnapshotAdapter(stateDir), emptyJournal(INIT))
+    await db.read()
+    expect(Object.keys(db.data.files)).to.have.length(51)
+    expect(db.data.files.late?.size).to.equal(9000)
+    db.data.files.other = record('other')
+    await db.write()
+    expect(Object.keys(JSON.parse(await fs.readFile(files().snapshot, 'utf8')).files)).to.include('other')
+    // Nothing of a write is left beside it (the temp file was renamed into place).
+    expect((await fs.readdir(stateDir)).filter((n) => n.endsWith('.tmp'))).to.deep.equal([])
+    // A snapshot that fails validation is refused, never handed to lowdb as data.
+    await fs.writeFile(files().snapshot, JSON.stringify({...db.data, files: {'../x': record('../x')}}))
+    const bad = new Low<JournalDoc>(new SnapshotAdapter(stateDir), emptyJournal(INIT))
+    let thrown: unknown
+    await bad.read().catch((error: unknown) => (thrown = error))
+    expect(thrown).to.be.instanceOf(UnreadableJournal)
+    expect(bad.data.files).to.deep.equal({})
   })
 
   it('close() compacts a log larger than half the snapshot, so a model at rest is one snapshot', async () => {
