@@ -221,7 +221,9 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     } finally {
       await fh.close()
     }
-    if (found === (record.sha256 || record.observedSha256)) {
+    // Captured before a mismatch resets the record: the messages below name what was expected.
+    const wanted = record.sha256 || record.observedSha256 || ''
+    if (found === wanted) {
       await moveIntoPlace(partialPath, ctx.modelDir, record.path)
       record.status = 'complete'
       record.completedAt = new Date().toISOString()
@@ -238,12 +240,12 @@ async function downloadVerified(ctx: JobContext, record: FileRecord, file: HubFi
     delete record.partialChunks
     Object.assign(record, newRecord(file), {integrityFailures: record.integrityFailures, lastError: {code: 'E_INTEGRITY', message: `sha256 ${found}`, at: new Date().toISOString()}})
     await ctx.journal.flush()
-    ctx.emit({type: 'integrity-retry', path: record.path, expected: record.sha256, found, attempt: record.integrityFailures})
+    ctx.emit({type: 'integrity-retry', path: record.path, expected: wanted, found, attempt: record.integrityFailures})
     if (record.integrityFailures >= MAX_INTEGRITY_ATTEMPTS) {
       record.status = 'failed'
       await ctx.journal.flush()
-      throw new MsrError('E_INTEGRITY', `${record.path}: SHA-256 mismatch after ${record.integrityFailures} downloads (expected ${record.sha256}, found ${found}).`, {
-        path: record.path, expected: record.sha256, found,
+      throw new MsrError('E_INTEGRITY', `${record.path}: SHA-256 mismatch after ${record.integrityFailures} downloads (expected ${wanted}, found ${found}).`, {
+        path: record.path, expected: wanted, found,
         hint: 'The hub serves bytes that do not match its own listing. Nothing was placed at the final path; try again later or report it to the model owner.',
       })
     }
