@@ -233,6 +233,15 @@ async function finishModel(opts: PullOptions, location: ModelLocation, listing: 
     const r = journal.get(f.path)
     return r ? {...f, size: r.size, sha256: r.sha256, commit: r.commit} : f
   })
+  // A filtered pull (--include/--exclude) describes the whole local copy, not only this run's
+  // share: files an earlier pull completed at the version listed now stay in the manifest (and in
+  // the official index), so `verify` keeps checking them and the Python client keeps finding them.
+  const selected = new Set(files.map((f) => f.path))
+  for (const f of listing.files) {
+    if (selected.has(f.path)) continue
+    const r = journal.get(f.path)
+    if (r?.status === 'complete' && r.size === f.size && (isSizeOnly(f) || r.sha256 === f.sha256)) verified.push({...f, size: r.size, sha256: r.sha256, commit: r.commit})
+  }
   if (!opts.repairFromManifest) await writeModelManifest(opts, location, verified, journal, revision, listing)
   await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit})
 }

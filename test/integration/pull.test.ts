@@ -75,6 +75,20 @@ describe('pull', function () {
     expect(emu.contentRequests(MODEL).map((e) => e.path)).to.deep.equal(['tokenizer/vocab.v2.txt'])
   })
 
+  it('a filtered pull keeps in the manifest what earlier pulls completed, so verify still covers the whole copy', async () => {
+    const dir = path.join(home, 'out')
+    expect((await pull(['--local-dir', dir, '--include', 'config.json'])).code).to.equal(0)
+    const second = await pull(['--local-dir', dir, '--include', 'tokenizer/*'])
+    expect(second.code, second.stderr).to.equal(0)
+    const manifest = JSON.parse(await fs.readFile(statePaths(dir).manifest, 'utf8')) as {files: {path: string}[]}
+    expect(manifest.files.map((f) => f.path)).to.deep.equal(['config.json', 'tokenizer/vocab.v2.txt'])
+    // And verify checks both: a damaged config.json, pulled by the first run only, is found.
+    await fs.writeFile(path.join(dir, 'config.json'), '{"hidden_size": 9}\n')
+    const verify = await runCli(['verify', MODEL, '--local-dir', dir, '--level', 'full'], {env: testEnv(home)})
+    expect(verify.code, verify.stdout + verify.stderr).to.not.equal(0)
+    expect(verify.stdout + verify.stderr).to.include('config.json')
+  })
+
   it('uses the ModelScope cache layout by default, with dots in the name masked', async () => {
     const res = await pull(['--print-path'])
     expect(res.code, res.stderr).to.equal(0)
