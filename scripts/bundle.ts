@@ -57,6 +57,60 @@ module.exports = {Agent: require('undici/lib/dispatcher/agent.js'), EnvHttpProxy
   },
 }
 
+/**
+ * axios (the hub API, http.ts) as its Node build, one CommonJS file (from an ESM importer esbuild
+ * would take its ESM sources by the package's exports), required on the first API call (http.ts
+ * imports it lazily). Its initialisation is kept to axios itself: at load it read the global
+ * FormData (a getter that loads Node's own undici, and with it tls), probed fetch support, and
+ * required form-data (with mime-db), https-proxy-agent (with debug) and follow-redirects, all for
+ * what getJson does not use (multipart bodies, proxies, redirects, the fetch adapter). Bundled as
+ * is, axios added 135 ms to a no-op pull (0.36 -> 0.49 s, hyperfine, 2 cores) and 9 MiB of RSS;
+ * with each of those loaded at its first use (the same behaviour then), about 20 ms of CPU and
+ * 3 MiB. An axios whose code no longer has a patched line exactly once fails the build rather than
+ * being bundled unpatched.
+ */
+const AXIOS_NODE_BUILD = path.join(root, 'node_modules', 'axios', 'dist', 'node', 'axios.cjs')
+const IS_AXIOS_NODE_BUILD = /[/\\]axios[/\\]dist[/\\]node[/\\]axios\.cjs$/
+const AXIOS_PATCHES: Array<[string, string]> = [
+  // The fetch adapter is probed when (if ever) it is asked for, not at load: its probe builds Requests.
+  ['\ngetFetch();\n', '\n'],
+  // The global FormData (a getter that loads Node's bundled undici) read when a body is tested.
+  ["const FormDataCtor = typeof G.FormData !== 'undefined' ? G.FormData : undefined;", "const formDataCtor = () => (typeof G.FormData !== 'undefined' ? G.FormData : undefined);"],
+  ['  if (FormDataCtor && thing instanceof FormDataCtor) return true;', '  const FormDataCtor = formDataCtor();\n  if (FormDataCtor && thing instanceof FormDataCtor) return true;'],
+]
+/**
+ * Classes (constructed, or tested with instanceof) and objects axios takes from these modules,
+ * required on first use from node_modules, resolved as axios itself resolves them: they are not in
+ * the bundle at all (form-data and mime-db alone were 250 KB of it, read and kept by every run).
+ */
+const AXIOS_DEPENDENCY = (name: string) => `let real; const load = () => (real ??= require('node:module').createRequire(require.resolve('axios'))(${JSON.stringify(name)}))`
+const LAZY_FOR_AXIOS: Record<string, string> = {
+  'form-data': `${AXIOS_DEPENDENCY('form-data')}
+module.exports = class FormData { constructor(...a) { return new (load())(...a) } static [Symbol.hasInstance](x) { return x instanceof load() } }`,
+  'https-proxy-agent': `${AXIOS_DEPENDENCY('https-proxy-agent')}
+module.exports = class HttpsProxyAgent { constructor(...a) { return new (load())(...a) } static [Symbol.hasInstance](x) { return x instanceof load() } }`,
+  'follow-redirects': `${AXIOS_DEPENDENCY('follow-redirects')}
+const transport = (k) => ({request: (...a) => load()[k].request(...a), get: (...a) => load()[k].get(...a)})
+module.exports = {http: transport('http'), https: transport('https')}`,
+}
+const axiosNodeBuild: Plugin = {
+  name: 'axios-node-build',
+  setup(b) {
+    b.onResolve({filter: /^axios$/}, () => ({path: AXIOS_NODE_BUILD}))
+    b.onLoad({filter: IS_AXIOS_NODE_BUILD}, async (args) => {
+      let text = await fs.readFile(args.path, 'utf8')
+      for (const [from, to] of AXIOS_PATCHES) {
+        if (text.split(from).length !== 2) throw new Error(`scripts/bundle.ts: axios (${args.path}) no longer has ${JSON.stringify(from)} once; review AXIOS_PATCHES`)
+        text = text.replace(from, to)
+      }
+      return {contents: text, loader: 'js'}
+    })
+    const names = Object.keys(LAZY_FOR_AXIOS).join('|')
+    b.onResolve({filter: new RegExp(`^(${names})$`)}, (args) => (IS_AXIOS_NODE_BUILD.test(args.importer) ? {path: args.path, namespace: 'msr-lazy'} : undefined))
+    b.onLoad({filter: /.*/, namespace: 'msr-lazy'}, (args) => ({contents: LAZY_FOR_AXIOS[args.path], loader: 'js', resolveDir: root}))
+  },
+}
+
 await fs.rm(path.join(dist, CODE_CACHE_FILE), {force: true})
 const buildId = randomBytes(16).toString('hex')
 await build({
@@ -70,11 +124,13 @@ await build({
   keepNames: true,
   // Required only by oclif's development mode (ts-node/tsx), never by a built CLI.
   external: ['typescript'],
-  plugins: [metaUrlOfEachFile, undiciDispatchersOnly],
+  plugins: [metaUrlOfEachFile, undiciDispatchersOnly, axiosNodeBuild],
   banner: {js: `${BUILD_LINE_PREFIX}${buildId}`},
   // A declaration (hoisted) at the end: code before "use strict" would turn strict mode off.
   footer: {js: `function ${META_URL_HELPER}(rel) { return require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href }`},
   logLevel: 'warning',
+  // LAZY_FOR_AXIOS resolves axios's own dependencies at run time, from where axios is installed.
+  logOverride: {'require-resolve-not-external': 'silent'},
 })
 const source = await fs.readFile(bundlePath, 'utf8')
 const script = new vm.Script(wrapBundle(source), {filename: bundlePath})

@@ -2,6 +2,7 @@ import http from 'node:http'
 import https from 'node:https'
 import {promisify} from 'node:util'
 import zlib from 'node:zlib'
+import type {AxiosResponse} from 'axios'
 import type {Dispatcher} from 'undici'
 
 import {MsrError} from '../errors.js'
@@ -11,7 +12,7 @@ import {parseRetryAfterMs} from './retry-policy.js'
 /** A listing of 100,000 files is about 35 MB of JSON; far more is not a listing. */
 export const MAX_JSON_BYTES = 256 * 1024 * 1024
 
-const DECODERS: Record<string, (data: Buffer) => Promise<Buffer>> = {
+const DECODERS: Record<string, (data: Buffer, o: zlib.ZlibOptions & zlib.BrotliOptions) => Promise<Buffer>> = {
   gzip: promisify(zlib.gunzip),
   deflate: promisify(zlib.inflate),
   br: promisify(zlib.brotliDecompress),
@@ -25,17 +26,29 @@ const httpsAgent = new https.Agent({keepAlive: true, maxSockets: 64})
 interface Reply {
   status: number
   headers: Record<string, string | undefined>
+  /** axios's decoded (no content-encoding left in `headers`); the dispatcher's as received, decoded by decode(). */
   body: Buffer
 }
 
+type GetOptions = {signal?: AbortSignal; timeoutMs: number; maxRetryAfterMs: number; items?: JsonItems}
+
 /**
- * JSON GET against the hub API. Directly, on Node's own http/https: undici (file bodies) takes
- * 30-70 ms to load and axios 70 ms, out of the 0.25 s a no-op pull may take. Through a proxy
- * (HTTPS_PROXY / HTTP_PROXY / NO_PROXY; loopback never), on undici's proxy agent as file bodies
- * are. Redirects are not followed: the status goes back to the caller, as 401/403/404 do; other
+ * JSON GET against the hub API (listing, revisions), on axios, the product's chosen client for the
+ * API. axios is imported on the first call (a lazy require in the bundle), so that a command that
+ * never asks the hub anything never initialises it.
+ *
+ * Through a proxy (HTTPS_PROXY / HTTP_PROXY apply, NO_PROXY honoured, loopback never), the request
+ * goes on undici's EnvHttpProxyAgent, the dispatcher that carries the file bodies, not on axios:
+ * axios before 1.16 sent an HTTPS request to the proxy as plain HTTP instead of tunnelling it with
+ * CONNECT (axios issue #4531, fixed by its PR #10858), and even now it has its own proxy code
+ * (proxy-from-env's NO_PROXY rules, https-proxy-agent's tunnel): one proxy implementation for the
+ * API and the bodies means a proxy set-up that lets the listing through lets the files through too,
+ * and the other way round.
+ *
+ * Redirects are not followed: the status goes back to the caller, as 401/403/404 do; other
  * statuses >= 400 throw with a retry verdict.
  */
-export async function getJson<T>(url: string, headers: Record<string, string>, opts: {signal?: AbortSignal; timeoutMs: number; maxRetryAfterMs: number; items?: JsonItems}): Promise<{status: number; body: T}> {
+export async function getJson<T>(url: string, headers: Record<string, string>, opts: GetOptions): Promise<{status: number; body: T}> {
   const target = new URL(url)
   const all = {Accept: 'application/json', 'Accept-Encoding': 'gzip, deflate, br', ...headers}
   let res: Reply
@@ -44,24 +57,21 @@ export async function getJson<T>(url: string, headers: Record<string, string>, o
       const {dispatcherFor} = await import('./http-body.js')
       res = await getViaDispatcher(dispatcherFor(target), target, all, opts)
     } else {
-      res = await getDirect(target, all, opts)
+      res = await getWithAxios(target, all, opts)
     }
   } catch (error) {
-    throw networkError(error, target, opts.signal)
+    // Ours (a body over the bound, one that does not decode) as it is; a cancel as the signal's reason.
+    throw error instanceof MsrError && !opts.signal?.aborted ? error : networkError(error, target, opts.signal)
   }
   if (res.status >= 400 && res.status !== 404 && res.status !== 401 && res.status !== 403) {
     throw statusError(res.status, res.headers, target, false, opts.maxRetryAfterMs)
   }
+  res = await decode(res, target)
   const encoding = (res.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
-  let bytes: Buffer
-  try {
-    const decode = DECODERS[encoding]
-    if (!decode && encoding !== 'identity') throw new Error(`unknown content encoding ${encoding}`)
-    bytes = decode ? await decode(res.body) : res.body
-    if (bytes.length > MAX_JSON_BYTES) throw new Error(`more than ${MAX_JSON_BYTES} bytes`)
-  } catch (error) {
-    throw new MsrError('E_PROTOCOL', `Malformed reply from ${target.origin}: ${(error as Error).message}.`, {retryable: true, cause: error})
+  if (encoding !== 'identity') {
+    throw new MsrError('E_PROTOCOL', `Malformed reply from ${target.origin}: unknown content encoding ${encoding}.`, {retryable: true})
   }
+  const bytes = res.body
   let body: T
   try {
     body = (opts.items ? parseWithItems(bytes, opts.items.path, opts.items.each) : JSON.parse(bytes.toString('utf8'))) as T
@@ -76,6 +86,74 @@ export async function getJson<T>(url: string, headers: Record<string, string>, o
 export interface JsonItems {
   path: string[]
   each: (item: unknown) => void
+}
+
+async function getWithAxios(url: URL, headers: Record<string, string>, opts: GetOptions): Promise<Reply> {
+  const {default: axios} = await import('axios')
+  let res: AxiosResponse<Buffer>
+  try {
+    res = await axios.request<Buffer>({
+      method: 'GET',
+      url: url.href,
+      // Node's http/https, never the fetch adapter (its probe would load Node's bundled undici).
+      adapter: 'http',
+      headers,
+      responseType: 'arraybuffer',
+      // gzip, deflate and br are decoded by axios as the body arrives, and maxContentLength counts
+      // the decoded bytes: a small compressed reply cannot make us hold more than MAX_JSON_BYTES.
+      decompress: true,
+      maxContentLength: MAX_JSON_BYTES,
+      maxBodyLength: MAX_JSON_BYTES,
+      // A redirect (and any status) goes back to the caller as it is: Node's own http, no follow-redirects.
+      maxRedirects: 0,
+      validateStatus: () => true,
+      // The reply's head within timeoutMs (connecting included), then no body byte for timeoutMs: the socket's idle timeout.
+      timeout: opts.timeoutMs,
+      signal: opts.signal,
+      httpAgent,
+      httpsAgent,
+      // Proxies are getJson's business (above): axios must not read HTTP(S)_PROXY on its own.
+      proxy: false,
+    })
+  } catch (error) {
+    throw axiosFailure(error, url)
+  }
+  const head = normaliseHeaders(res.headers as Record<string, unknown>)
+  const body = Buffer.isBuffer(res.data) ? res.data : Buffer.from(res.data ?? [])
+  return {status: res.status, headers: head, body}
+}
+
+/** The failures of axios's own making, in our terms; the others (socket, timeout, parser) keep their code for networkError. */
+function axiosFailure(error: unknown, url: URL): unknown {
+  const e = error as {code?: string; message?: string; cause?: {code?: string}}
+  if (e?.code === 'ERR_BAD_RESPONSE' && /maxContentLength/.test(e.message ?? '')) {
+    return new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`, {cause: error})
+  }
+  // A body that does not decode (bad gzip/deflate/br data, cut short): zlib's error, with its code.
+  const zcode = e?.code ?? e?.cause?.code ?? ''
+  if (zcode.startsWith('Z_') || zcode.startsWith('ERR__ERROR') || zcode.startsWith('ERR_BROTLI')) {
+    return new MsrError('E_PROTOCOL', `Malformed reply from ${url.origin}: ${e.message}.`, {retryable: true, cause: error})
+  }
+  return error
+}
+
+/** A proxied reply decoded as axios decodes a direct one (a direct one has no content-encoding left), with the same bound on the decoded bytes. */
+async function decode(res: Reply, url: URL): Promise<Reply> {
+  const encoding = (res.headers['content-encoding'] ?? 'identity').trim().toLowerCase()
+  if (encoding === 'identity') return res
+  const run = DECODERS[encoding]
+  if (!run) return res
+  let body: Buffer
+  try {
+    body = await run(res.body, {maxOutputLength: MAX_JSON_BYTES + 1})
+  } catch (error) {
+    if ((error as {code?: string}).code === 'ERR_BUFFER_TOO_LARGE') throw new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`, {cause: error})
+    throw new MsrError('E_PROTOCOL', `Malformed reply from ${url.origin}: ${(error as Error).message}.`, {retryable: true, cause: error})
+  }
+  if (body.length > MAX_JSON_BYTES) throw new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`)
+  const headers = {...res.headers}
+  delete headers['content-encoding']
+  return {...res, headers, body}
 }
 
 /**
@@ -109,27 +187,6 @@ class Collector {
     if (this.whole) return this.whole.subarray(0, this.total)
     return Buffer.concat(this.parts, this.total)
   }
-}
-
-function getDirect(url: URL, headers: Record<string, string>, opts: {signal?: AbortSignal; timeoutMs: number}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const secure = url.protocol === 'https:'
-    const req = (secure ? https : http).get(url, {headers, agent: secure ? httpsAgent : httpAgent, signal: opts.signal, timeout: opts.timeoutMs}, (res) => {
-      const body = new Collector(res.headers['content-length'])
-      res.on('data', (chunk: Buffer) => {
-        const tooLong = body.add(chunk, url)
-        if (tooLong) req.destroy(tooLong)
-      })
-      res.on('end', () => {
-        if (!res.complete) return reject(Object.assign(new Error('the connection closed before the reply was complete'), {code: 'ECONNRESET'}))
-        resolve({status: res.statusCode ?? 0, headers: normaliseHeaders(res.headers), body: body.bytes()})
-      })
-      res.on('error', reject)
-    })
-    // No byte for timeoutMs, connecting included: the limit the requests had with axios.
-    req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), {code: 'ETIMEDOUT'})))
-    req.on('error', reject)
-  })
 }
 
 function getViaDispatcher(dispatcher: Dispatcher, url: URL, headers: Record<string, string>, opts: {signal?: AbortSignal; timeoutMs: number}): Promise<Reply> {

@@ -21,7 +21,7 @@ const MiB = 1024 * 1024
  * What the start-up work must not have cost: the built CLI runs from its bundle with a code cache
  * V8 accepts, still finds the native SHA-256 engine (the bundle once broke the addon's lookup and
  * fell back to hash-wasm, 6 x slower, silently), a pull of a complete model writes nothing, and the
- * hub API still honours HTTP(S)_PROXY now that it is off axios.
+ * hub API (axios directly, undici through a proxy) still honours HTTP(S)_PROXY.
  */
 describe('start-up: the bundle, the native engine, a no-op pull, proxies', function () {
   this.timeout(60_000)

@@ -31,8 +31,8 @@ function eventsOf(res: CliResult): JsonEvent[] {
 /**
  * The transport rows of fault-matrix.md, one fault-scripted file per test. Every success asserts the
  * file byte-exact at its final path; every failure asserts nothing reached it. Run twice: with the
- * bodies read through axios (small files), and through the raw reader (large files, forced here
- * with MS_RESUME_HTTP=raw so that the same faults hit it).
+ * bodies read through undici (small files; axios carries only the hub API), and through the raw
+ * reader (large files, forced here with MS_RESUME_HTTP=raw so that the same faults hit it).
  */
 for (const kind of TRANSPORTS) describe(`pull under transport faults over ${kind} (fault-matrix.md: Transport)`, function () {
   this.timeout(120_000)
