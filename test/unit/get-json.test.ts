@@ -177,6 +177,21 @@ describe('getJson: the hub API over a real connection', function () {
     expect(already).to.equal(reason)
   })
 
+  it('a cancel while the body arrives surfaces at once as the signal\'s reason', async () => {
+    // The head and a first piece, then nothing: only the signal (not the 10 s timeout) can end it.
+    server = await startServer('http', (_req, res) => {
+      res.writeHead(200, {'Content-Type': 'application/json', 'Content-Length': '1000'})
+      res.write('{"Data": ')
+    })
+    const controller = new AbortController()
+    const reason = new Error('the pull was interrupted')
+    setTimeout(() => controller.abort(reason), 300)
+    const started = performance.now()
+    const error = await getJson(`${server.url}/half`, {}, {signal: controller.signal, timeoutMs: 10_000, maxRetryAfterMs: 1000}).catch((e: unknown) => e)
+    expect(error).to.equal(reason)
+    expect(performance.now() - started).to.be.lessThan(5000)
+  })
+
   it(`a body over ${MAX_JSON_BYTES / MiB} MiB is refused with E_PROTOCOL, counted decoded (a small gzip of a larger body too)`, async function () {
     this.timeout(120_000)
     const zeros = Buffer.alloc(MiB, 0x20)
