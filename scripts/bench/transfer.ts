@@ -26,7 +26,7 @@ export async function big(): Promise<void> {
     if (HAVE_CURL) {
       tools.push({
         name: 'curl -o, then fdatasync (durable, no hash)', before: fresh(dir),
-        run: () => measure('sh', ['-c', 'curl -s -f -o "$1" "$2" && sync -d "$1"', 'sh', path.join(dir, FILE), url], {cwd: WORK}),
+        run: () => measure('sh', ['-c', 'curl -s -f -L -o "$1" "$2" && sync -d "$1"', 'sh', path.join(dir, FILE), url], {cwd: WORK}),
       })
     }
     if (HAVE_ARIA2) tools.push({name: 'aria2c --checksum', before: fresh(dir), run: () => aria2c(['-d', dir, '-o', FILE, `--checksum=sha-256=${sha}`, url])})
