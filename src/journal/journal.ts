@@ -43,11 +43,12 @@ export interface JournalOpenResult {
 
 /**
  * One journal per model, guarded by the model lock: a snapshot, held and written whole by lowdb
- * (SnapshotAdapter), and an append-only log between snapshots (journal-log.ts). Callers change records in memory and say which (`set`, `markDirty(record)`,
- * `track` for a record that transfer code changes in place while its file downloads); a write
- * appends those records as one batch and fdatasyncs it. Writes are coalesced: callers either wait
- * for durability (checkpoints) or let a timer batch many small changes into one append. Nothing
- * changed, nothing written: a no-op pull leaves the journal as it was.
+ * (SnapshotAdapter), and an append-only log between snapshots (journal-log.ts). Callers change
+ * records in memory and say which (`set`, `markDirty(record)`, `track` for a record that transfer
+ * code changes in place while its file downloads); a write appends those records as one batch and
+ * fdatasyncs it. Writes are coalesced: callers either wait for durability (checkpoints) or let a
+ * timer batch many small changes into one append. Nothing changed, nothing written: a no-op pull
+ * leaves the journal as it was.
  */
 export class Journal {
   private chain: Promise<void> = Promise.resolve()
@@ -129,24 +130,20 @@ export class Journal {
     return this.db.data
   }
 
-  private get doc_(): JournalDoc {
-    return this.db.data
-  }
-
   get(filePath: string): FileRecord | undefined {
     // Own keys only: `constructor` or `toString` must never find Object.prototype's.
-    return Object.hasOwn(this.doc_.files, filePath) ? this.doc_.files[filePath] : undefined
+    return Object.hasOwn(this.doc.files, filePath) ? this.doc.files[filePath] : undefined
   }
 
   /** Puts a record in place of the path's; it is written with the next batch. */
   set(record: FileRecord): void {
-    this.doc_.files[record.path] = record
+    this.doc.files[record.path] = record
     this.dirty.add(record.path)
   }
 
   /** Forgets a path's record; the removal is written with the next batch. */
   remove(filePath: string): void {
-    delete this.doc_.files[filePath]
+    delete this.doc.files[filePath]
     this.dirty.add(filePath)
   }
 
@@ -201,8 +198,8 @@ export class Journal {
     if (this.dirty.size === 0 && this.tracked.size === 0 && !this.docDirty) return
     // Serialised now, as the write starts: callers change records across awaits, and a snapshot
     // taken after the lock check below caught a record half updated (a journal set aside as bad).
-    this.doc_.updatedAt = new Date().toISOString()
-    const lines = [JSON.stringify({doc: {endpoint: this.doc_.endpoint, revision: this.doc_.revision, updatedAt: this.doc_.updatedAt}})]
+    this.doc.updatedAt = new Date().toISOString()
+    const lines = [JSON.stringify({doc: {endpoint: this.doc.endpoint, revision: this.doc.revision, updatedAt: this.doc.updatedAt}})]
     for (const p of new Set([...this.dirty, ...this.tracked])) {
       const record = this.get(p)
       lines.push(JSON.stringify(record ? {file: record} : {drop: p}))
@@ -248,7 +245,7 @@ export class Journal {
     await this.logHandle?.close()
     this.logHandle = undefined
     const logId = randomBytes(8).toString('hex')
-    this.doc_.logId = logId
+    this.doc.logId = logId
     await this.db.write()
     this.snapshotBytes = this.adapter.writtenBytes
     crashPoint('after-journal-snapshot')

@@ -160,9 +160,6 @@ async function getWithAxios(url: URL, headers: Record<string, string>, opts: Get
 /** The failures of axios's own making, in our terms; the others (socket, timeout, parser) keep their code for networkError. */
 function axiosFailure(error: unknown, url: URL): unknown {
   const e = error as {code?: string; message?: string; cause?: {code?: string}}
-  if (e?.code === 'ERR_BAD_RESPONSE' && /maxContentLength/.test(e.message ?? '')) {
-    return new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`, {cause: error})
-  }
   // A body that does not decode (bad gzip/deflate/br data, cut short): zlib's error, with its code.
   const zcode = e?.code ?? e?.cause?.code ?? ''
   if (zcode.startsWith('Z_') || zcode.startsWith('ERR__ERROR') || zcode.startsWith('ERR_BROTLI')) {
