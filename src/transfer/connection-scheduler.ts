@@ -56,13 +56,21 @@ export class ConnectionScheduler {
   private headMs: number | undefined
   /** Reply heads so far: while there is one, every byte is the first connection's. */
   private heads = 0
+  /**
+   * Bytes received when the second reply head arrived: the end of the first connection's time
+   * alone, exactly. The last 50 ms tick before it could come 50 ms early (more on a loaded
+   * machine), leaving a 100 ms link's lone span (about two round trips) under the 150 ms a rate needs.
+   */
+  private loneEnd: {bytes: number; at: number} | undefined
 
   constructor(private readonly o: ScheduleOptions) {}
 
   /** A reply's head arrived (the first one tells how long the link is). */
   headArrived(): void {
-    this.headMs ??= performance.now() - this.startedAt
+    const now = performance.now()
+    this.headMs ??= now - this.startedAt
     this.heads++
+    if (this.heads === 2) this.loneEnd = {bytes: this.o.receivedBytes(), at: now}
   }
 
   /** A long link: whole shares per connection, and a connection whose reply was cut short is not replaced. */
@@ -104,7 +112,10 @@ export class ConnectionScheduler {
     /** The first connection alone: from its first byte to the last tick before another's head. */
     let lone: {from: {bytes: number; at: number}; to: {bytes: number; at: number}} | undefined
     let probeFrom = 0
-    const loneRate = () => (lone && lone.to.at - lone.from.at >= ADAPTIVE_WINDOW_MS ? (lone.to.bytes - lone.from.bytes) / ((lone.to.at - lone.from.at) / 1000) : 0)
+    const loneRate = () => {
+      const to = lone && this.loneEnd && this.loneEnd.at > lone.from.at ? this.loneEnd : lone?.to
+      return lone && to && to.at - lone.from.at >= ADAPTIVE_WINDOW_MS ? (to.bytes - lone.from.bytes) / ((to.at - lone.from.at) / 1000) : 0
+    }
     const open = (add: number, reserve: number) => {
       if (add <= 0) return
       if (this.long) {
