@@ -84,11 +84,12 @@ const AXIOS_PATCHES: Array<[string, string]> = [
  * the bundle at all (form-data and mime-db alone were 250 KB of it, read and kept by every run).
  */
 const AXIOS_DEPENDENCY = (name: string) => `let real; const load = () => (real ??= require('node:module').createRequire(require.resolve('axios'))(${JSON.stringify(name)}))`
+/** A module whose export is a class: constructed and tested with instanceof through the real one. */
+const lazyClass = (name: string, className: string) => `${AXIOS_DEPENDENCY(name)}
+module.exports = class ${className} { constructor(...a) { return new (load())(...a) } static [Symbol.hasInstance](x) { return x instanceof load() } }`
 const LAZY_FOR_AXIOS: Record<string, string> = {
-  'form-data': `${AXIOS_DEPENDENCY('form-data')}
-module.exports = class FormData { constructor(...a) { return new (load())(...a) } static [Symbol.hasInstance](x) { return x instanceof load() } }`,
-  'https-proxy-agent': `${AXIOS_DEPENDENCY('https-proxy-agent')}
-module.exports = class HttpsProxyAgent { constructor(...a) { return new (load())(...a) } static [Symbol.hasInstance](x) { return x instanceof load() } }`,
+  'form-data': lazyClass('form-data', 'FormData'),
+  'https-proxy-agent': lazyClass('https-proxy-agent', 'HttpsProxyAgent'),
   'follow-redirects': `${AXIOS_DEPENDENCY('follow-redirects')}
 const transport = (k) => ({request: (...a) => load()[k].request(...a), get: (...a) => load()[k].get(...a)})
 module.exports = {http: transport('http'), https: transport('https')}`,

@@ -9,7 +9,7 @@ import type {Hub, HubFile, HubListing} from '../hub/types.js'
 import type {CheckLevel} from '../integrity/check.js'
 import {type Manifest, buildManifest, writeManifest} from '../integrity/manifest.js'
 import {Journal, assertSameModel} from '../journal/journal.js'
-import {isSizeOnly} from '../integrity/size-only.js'
+import {isSizeOnly, sameVersion} from '../integrity/size-only.js'
 import {runPool} from '../pool.js'
 import {MANIFEST_FILE, type ModelLocation, modelIdOf, repoLabel} from '../store/layout.js'
 import {prepareStateDir} from '../store/state-dir.js'
@@ -240,7 +240,7 @@ async function finishModel(opts: PullOptions, location: ModelLocation, listing: 
   for (const f of listing.files) {
     if (selected.has(f.path)) continue
     const r = journal.get(f.path)
-    if (r?.status === 'complete' && r.size === f.size && (isSizeOnly(f) || r.sha256 === f.sha256)) verified.push({...f, size: r.size, sha256: r.sha256, commit: r.commit})
+    if (r?.status === 'complete' && sameVersion(r, f)) verified.push({...f, size: r.size, sha256: r.sha256, commit: r.commit})
   }
   if (!opts.repairFromManifest) await writeModelManifest(opts, location, verified, journal, revision, listing)
   await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit})

@@ -39,7 +39,7 @@ describe('power loss: nothing the journal claims was only in the page cache', fu
   })
 
   afterEach(async () => {
-    await disk?.unmount()
+    await disk?.powerCut()
     disk = undefined
     await emu?.stop()
     emu = undefined

@@ -48,7 +48,7 @@ export class ForgetfulFs {
     }, 'the forgetful file system to mount', 10_000)
   }
 
-  /** Everything not fsynced is gone. */
+  /** Everything not fsynced is gone (also how a test unmounts). */
   async powerCut(): Promise<void> {
     const daemon = this.daemon
     this.daemon = undefined
@@ -58,9 +58,5 @@ export class ForgetfulFs {
       await gone
     }
     await exec('fusermount', ['-u', '-z', this.mountPoint]).catch(() => {})
-  }
-
-  async unmount(): Promise<void> {
-    await this.powerCut()
   }
 }
