@@ -7,6 +7,8 @@ export interface Measured {
   seconds: number
   rssMiB: number
   cpuSeconds: number
+  /** The user-mode part of cpuSeconds (the "user CPU"; system time is the kernel's, and VMs differ most there). */
+  userSeconds: number
   code: number | null
   stderr: string
 }
@@ -38,15 +40,17 @@ export function measure(cmd: string, args: string[], o: RunOptions): Promise<Mea
       const seconds = (performance.now() - started) / 1000
       let rssMiB = Number.NaN
       let cpuSeconds = Number.NaN
+      let userSeconds = Number.NaN
       if (HAVE_GNU_TIME) {
         // GNU time writes "Command exited with non-zero status N" (or "terminated by signal") first.
         const last = (await fs.readFile(statsFile, 'utf8').catch(() => '')).trim().split('\n').pop() ?? ''
         const [kb, user, sys] = last.split(' ').map(Number)
         rssMiB = kb / 1024
         cpuSeconds = user + sys
+        userSeconds = user
         await fs.rm(statsFile, {force: true})
       }
-      resolve({seconds, rssMiB, cpuSeconds, code, stderr})
+      resolve({seconds, rssMiB, cpuSeconds, userSeconds, code, stderr})
     })
   })
 }
