@@ -2,114 +2,175 @@
  * Parses a JSON document whose bulk is one array (a hub listing: `Data.Files`), one element at a
  * time. A listing of 100,000 files is 35 MB of JSON; parsed whole, its text and its 100,000 full
  * objects (twelve fields each, most of them unused) were 100 MB at once, the peak of a whole pull.
- * Here the array is cut out of the bytes, the rest is parsed as usual, and each element is parsed
- * alone and handed to `each`, which keeps what it needs. Returns the document with that array
- * empty. Malformed JSON throws as JSON.parse does.
+ * Each element is parsed alone and handed to `each`, which keeps what it needs; the rest of the
+ * document is parsed as usual. Returns the document with that array empty. Malformed JSON throws a
+ * SyntaxError, as JSON.parse does.
  */
 export function parseWithItems(bytes: Buffer, arrayPath: string[], each: (item: unknown) => void): unknown {
-  const span = findArray(bytes, arrayPath)
-  if (!span) {
-    // Not found by the scanner (no such array, or JSON it does not follow): parsed whole, with the
-    // same result, the elements handed over and the array left empty.
-    const doc = JSON.parse(bytes.toString('utf8')) as unknown
-    let at = doc as Record<string, unknown> | undefined
-    for (const key of arrayPath) at = at && typeof at === 'object' && !Array.isArray(at) && Object.hasOwn(at, key) ? at[key] as Record<string, unknown> : undefined
-    if (Array.isArray(at)) {
-      for (const item of at) each(item)
-      at.length = 0
-    }
-    return doc
-  }
-  // The document with the array emptied: `[` and `]` kept, the elements cut out.
-  const rest = JSON.parse(bytes.toString('utf8', 0, span.open + 1) + bytes.toString('utf8', span.close)) as unknown
-  for (const [start, end] of span.items) each(JSON.parse(bytes.toString('utf8', start, end)))
-  return rest
+  const scanner = new JsonItemScanner(arrayPath, each)
+  scanner.push(bytes)
+  return scanner.end()
 }
 
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
 const COMMA = 0x2c
-const COLON = 0x3a
+const OPEN_ARRAY = 0x5b
+const CLOSE_ARRAY = 0x5d
+const OPEN_OBJECT = 0x7b
+const CLOSE_OBJECT = 0x7d
 
 interface Frame {
   array: boolean
   /** Object members: the last key read, and whether the next string is a key. */
   key?: string
   expectKey: boolean
-  /** Where the current element started (arrays being cut). */
-  itemStart?: number
 }
+
+const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
+const malformed = (at: number) => new SyntaxError(`Malformed JSON near byte ${at}`)
 
 /**
- * Where the array at `arrayPath` (object keys from the root) opens and closes, and the byte range
- * of each element; undefined when the document has no such array or is not well formed (the caller
- * then parses it whole and reports).
+ * parseWithItems as the bytes arrive: the body of a listing is never held whole (35 MB for 100,000
+ * files), and its elements are parsed while the rest is still on the way. `push` each piece in
+ * order, then `end` for the document with the array emptied. Only the element being read and the
+ * document around the array are kept. Throws a SyntaxError as soon as the bytes cannot be JSON.
  */
-export function findArray(bytes: Buffer, arrayPath: string[]): {open: number; close: number; items: Array<[number, number]>} | undefined {
-  const stack: Frame[] = []
-  let target: {open: number; depth: number; items: Array<[number, number]>} | undefined
-  const atPath = () => stack.length === arrayPath.length && stack.every((f, i) => !f.array && f.key === arrayPath[i])
-  for (let i = 0; i < bytes.length; i++) {
-    const c = bytes[i]
-    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) continue
-    const top = stack[stack.length - 1]
-    if (target && stack.length === target.depth && top.itemStart === undefined && c !== 0x5d) top.itemStart = i
-    if (c === QUOTE) {
-      const end = stringEnd(bytes, i)
-      if (end < 0) return undefined
-      if (top && !top.array && top.expectKey) {
-        top.key = JSON.parse(bytes.toString('utf8', i, end + 1)) as string
-        top.expectKey = false
-      }
-      i = end
-      continue
+export class JsonItemScanner {
+  private readonly stack: Frame[] = []
+  /** Stack depth inside the array once it opened; -1 before. */
+  private arrayDepth = -1
+  private arrayClosed = false
+  private inString = false
+  private escaped = false
+  /** A key being read (only while the array is still to be found), from earlier pieces. */
+  private keyParts: Buffer[] | undefined
+  /** The element being read: whether one is, and its bytes from earlier pieces. */
+  private inItem = false
+  /** A comma of the array was the last thing read: an element must follow, not the end. */
+  private afterComma = false
+  private itemParts: Buffer[] = []
+  /** The document but for the array's elements. */
+  private readonly rest: Buffer[] = []
+  /** Bytes pushed before the current piece (for error messages). */
+  private offset = 0
+
+  constructor(private readonly arrayPath: string[], private readonly each: (item: unknown) => void) {}
+
+  push(piece: Buffer): void {
+    if (this.arrayClosed) {
+      this.rest.push(Buffer.from(piece))
+      this.offset += piece.length
+      return
     }
-    if (c === 0x7b || c === 0x5b) {
-      const array = c === 0x5b
-      if (array && !target && atPath()) {
-        stack.push({array, expectKey: false})
-        target = {open: i, depth: stack.length, items: []}
+    const {stack} = this
+    let restFrom = this.arrayDepth < 0 ? 0 : -1
+    let itemFrom = this.inItem ? 0 : -1
+    let keyFrom = 0
+    for (let i = 0; i < piece.length; i++) {
+      const c = piece[i]
+      if (this.inString) {
+        if (this.escaped) this.escaped = false
+        else if (c === BACKSLASH) this.escaped = true
+        else if (c === QUOTE) {
+          this.inString = false
+          if (this.keyParts) {
+            this.keyParts.push(piece.subarray(keyFrom, i + 1))
+            stack[stack.length - 1].key = JSON.parse(Buffer.concat(this.keyParts).toString('utf8')) as string
+            this.keyParts = undefined
+          }
+        }
         continue
       }
-      stack.push({array, expectKey: !array})
-      continue
-    }
-    if (c === 0x7d || c === 0x5d) {
-      const closed = stack.pop()
-      if (!closed || closed.array !== (c === 0x5d)) return undefined
-      if (target && stack.length + 1 === target.depth) {
-        if (closed.itemStart !== undefined) target.items.push([closed.itemStart, lastNonSpace(bytes, i) + 1])
-        return {open: target.open, close: i, items: target.items}
+      if (isSpace(c)) continue
+      const top = stack[stack.length - 1]
+      if (stack.length === this.arrayDepth && !this.inItem) {
+        if (c === COMMA || (c === CLOSE_ARRAY && this.afterComma)) throw malformed(this.offset + i)
+        if (c !== CLOSE_ARRAY) {
+          this.inItem = true
+          this.afterComma = false
+          itemFrom = i
+        }
       }
-      continue
-    }
-    if (c === COMMA) {
-      if (!top) return undefined
-      if (target && stack.length === target.depth) {
-        if (top.itemStart === undefined) return undefined
-        target.items.push([top.itemStart, lastNonSpace(bytes, i) + 1])
-        top.itemStart = undefined
+      if (c === QUOTE) {
+        this.inString = true
+        if (top && !top.array && top.expectKey) {
+          top.expectKey = false
+          // Keys matter only on the way to the array: those inside its elements are JSON.parse's.
+          if (this.arrayDepth < 0) {
+            this.keyParts = []
+            keyFrom = i
+          }
+        }
+        continue
       }
-      if (!top.array) top.expectKey = true
-      continue
+      if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
+        const array = c === OPEN_ARRAY
+        stack.push({array, expectKey: !array})
+        if (array && this.arrayDepth < 0 && this.atPath()) {
+          this.arrayDepth = stack.length
+          this.rest.push(Buffer.from(piece.subarray(restFrom, i + 1)))
+          restFrom = -1
+        }
+        continue
+      }
+      if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
+        const closed = stack.pop()
+        if (!closed || closed.array !== (c === CLOSE_ARRAY)) throw malformed(this.offset + i)
+        if (stack.length + 1 === this.arrayDepth) {
+          if (this.inItem) this.endItem(piece, itemFrom, i)
+          // The rest is parsed with the document: its bytes are kept as they come.
+          this.arrayClosed = true
+          this.rest.push(Buffer.from(piece.subarray(i)))
+          this.offset += piece.length
+          return
+        }
+        continue
+      }
+      if (c === COMMA) {
+        if (!top) throw malformed(this.offset + i)
+        if (stack.length === this.arrayDepth) {
+          this.endItem(piece, itemFrom, i)
+          this.afterComma = true
+          itemFrom = -1
+        }
+        if (!top.array) top.expectKey = true
+      }
     }
-    if (c === COLON && top && !top.array) continue
+    if (this.keyParts) this.keyParts.push(Buffer.from(piece.subarray(keyFrom)))
+    if (this.inItem) this.itemParts.push(Buffer.from(piece.subarray(itemFrom)))
+    if (restFrom >= 0) this.rest.push(Buffer.from(piece.subarray(restFrom)))
+    this.offset += piece.length
   }
-  return undefined
-}
 
-/** Index of the quote that ends the string starting at `start`, or -1. */
-function stringEnd(bytes: Buffer, start: number): number {
-  for (let i = start + 1; i < bytes.length; i++) {
-    const c = bytes[i]
-    if (c === BACKSLASH) i++
-    else if (c === QUOTE) return i
+  /** The document with the array emptied (the whole document when it has no such array). */
+  end(): unknown {
+    // After the array the scanner only gathers bytes: JSON.parse judges the rest.
+    if (!this.arrayClosed && (this.inString || this.stack.length > 0)) throw new SyntaxError('Unexpected end of JSON input')
+    const doc = JSON.parse(Buffer.concat(this.rest).toString('utf8')) as unknown
+    if (this.arrayDepth >= 0) return doc
+    // Not met on the way (a document the scanner does not follow to it): the same result, from the whole.
+    let at = doc as Record<string, unknown> | undefined
+    for (const key of this.arrayPath) at = at && typeof at === 'object' && !Array.isArray(at) && Object.hasOwn(at, key) ? at[key] as Record<string, unknown> : undefined
+    if (Array.isArray(at)) {
+      for (const item of at) this.each(item)
+      at.length = 0
+    }
+    return doc
   }
-  return -1
-}
 
-function lastNonSpace(bytes: Buffer, before: number): number {
-  let i = before - 1
-  while (i >= 0 && (bytes[i] === 0x20 || bytes[i] === 0x0a || bytes[i] === 0x0d || bytes[i] === 0x09)) i--
-  return i
+  private atPath(): boolean {
+    const {stack, arrayPath} = this
+    if (stack.length - 1 !== arrayPath.length) return false
+    for (let i = 0; i < arrayPath.length; i++) if (stack[i].array || stack[i].key !== arrayPath[i]) return false
+    return true
+  }
+
+  /** The element that ends before `end` in `piece`, begun at `from` (0: in an earlier piece, whose bytes are itemParts). */
+  private endItem(piece: Buffer, from: number, end: number): void {
+    const bytes = this.itemParts.length === 0 ? piece.subarray(from, end) : Buffer.concat([...this.itemParts, piece.subarray(from, end)])
+    this.itemParts = []
+    this.inItem = false
+    this.each(JSON.parse(bytes.toString('utf8')))
+  }
 }

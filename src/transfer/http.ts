@@ -7,7 +7,7 @@ import type {AxiosResponse} from 'axios'
 import type {Dispatcher} from 'undici'
 
 import {MsrError} from '../errors.js'
-import {parseWithItems} from '../json-items.js'
+import {JsonItemScanner, parseWithItems} from '../json-items.js'
 import {parseRetryAfterMs} from './retry-policy.js'
 
 /** A listing of 100,000 files is about 35 MB of JSON; far more is not a listing. */
@@ -29,6 +29,8 @@ interface Reply {
   headers: Record<string, string | undefined>
   /** axios's decoded (no content-encoding left in `headers`); the dispatcher's as received, decoded by decode(). */
   body: Buffer
+  /** The body already parsed as it arrived (ItemCollector), instead of `body`. */
+  parsed?: {json: unknown} | {notJson: true}
 }
 
 type GetOptions = {signal?: AbortSignal; timeoutMs: number; maxRetryAfterMs: number; items?: JsonItems}
@@ -75,7 +77,8 @@ export async function getJson<T>(url: string, headers: Record<string, string>, o
   const bytes = res.body
   let body: T
   try {
-    body = (opts.items ? parseWithItems(bytes, opts.items.path, opts.items.each) : JSON.parse(bytes.toString('utf8'))) as T
+    if (res.parsed && 'notJson' in res.parsed) throw new SyntaxError('not JSON')
+    body = (res.parsed ? res.parsed.json : opts.items ? parseWithItems(bytes, opts.items.path, opts.items.each) : JSON.parse(bytes.toString('utf8'))) as T
   } catch {
     // Not JSON (an HTML error page, a redirect body): the caller finds no envelope in it.
     body = bytes.toString('utf8') as T
@@ -88,6 +91,8 @@ export interface JsonItems {
   path: string[]
   each: (item: unknown) => void
 }
+
+const everyStatus = (): boolean => true
 
 async function getWithAxios(url: URL, headers: Record<string, string>, opts: GetOptions): Promise<Reply> {
   const {default: axios} = await import('axios')
@@ -109,7 +114,10 @@ async function getWithAxios(url: URL, headers: Record<string, string>, opts: Get
       maxBodyLength: MAX_JSON_BYTES,
       // A redirect (and any status) goes back to the caller as it is: Node's own http, no follow-redirects.
       maxRedirects: 0,
-      validateStatus: () => true,
+      // A function of the module, not a closure: axios keeps its config (on a kept-alive socket), and a
+      // closure here would keep this call's context with it, and through `opts` the caller's items
+      // callback (a listing's 100,000 entries).
+      validateStatus: everyStatus,
       // The reply's head within timeoutMs (connecting included), then no body byte for timeoutMs: the socket's idle timeout.
       timeout: opts.timeoutMs,
       signal: opts.signal,
@@ -126,7 +134,10 @@ async function getWithAxios(url: URL, headers: Record<string, string>, opts: Get
   // from the headers it hands over; the raw ones still have it).
   const raw = (res.request as {res?: {rawHeaders?: string[]}} | undefined)?.res?.rawHeaders ?? []
   const encoded = raw.some((name, i) => i % 2 === 0 && name.toLowerCase() === 'content-encoding')
-  const body = new Collector(encoded ? undefined : head['content-length'])
+  // A listing (a 2xx reply the caller wants element by element) is parsed as it arrives, never held whole.
+  const body = opts.items && res.status >= 200 && res.status < 300
+    ? new ItemCollector(opts.items)
+    : new Collector(encoded ? undefined : head['content-length'])
   const stream = res.data
   await new Promise<void>((resolve, reject) => {
     // No body byte for timeoutMs: axios's timeout ends with the head once the body is a stream.
@@ -154,7 +165,9 @@ async function getWithAxios(url: URL, headers: Record<string, string>, opts: Get
     stream.once('error', (error) => fail(axiosFailure(error, url)))
     stream.once('close', () => fail(Object.assign(new Error('the connection closed before the reply was complete'), {code: 'ECONNRESET'})))
   })
-  return {status: res.status, headers: head, body: body.bytes()}
+  return body instanceof ItemCollector
+    ? {status: res.status, headers: head, body: Buffer.alloc(0), parsed: body.parsed()}
+    : {status: res.status, headers: head, body: body.bytes()}
 }
 
 /** The failures of axios's own making, in our terms; the others (socket, timeout, parser) keep their code for networkError. */
@@ -223,6 +236,42 @@ class Collector {
     this.whole = undefined
     this.parts = []
     return bytes
+  }
+}
+
+/**
+ * A Collector's bound, but the body goes through a JsonItemScanner as it arrives: elements to the
+ * caller, the rest kept. Bytes that turn out not to be JSON are counted and dropped (the caller then
+ * finds no envelope, as in a body that does not parse).
+ */
+class ItemCollector {
+  private readonly scanner: JsonItemScanner
+  private total = 0
+  private notJson = false
+
+  constructor(items: JsonItems) {
+    this.scanner = new JsonItemScanner(items.path, items.each)
+  }
+
+  add(chunk: Buffer, url: URL): Error | undefined {
+    if (this.total + chunk.length > MAX_JSON_BYTES) return new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`)
+    this.total += chunk.length
+    if (this.notJson) return undefined
+    try {
+      this.scanner.push(chunk)
+    } catch {
+      this.notJson = true
+    }
+    return undefined
+  }
+
+  parsed(): {json: unknown} | {notJson: true} {
+    if (this.notJson) return {notJson: true}
+    try {
+      return {json: this.scanner.end()}
+    } catch {
+      return {notJson: true}
+    }
   }
 }
 

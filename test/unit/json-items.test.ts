@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {parseWithItems} from '../../src/json-items.js'
+import {JsonItemScanner, parseWithItems} from '../../src/json-items.js'
 import {mulberry32} from '../support/process.js'
 
 /** Random JSON values with the characters that trip a scanner: quotes, backslashes, brackets in strings. */
@@ -18,15 +18,37 @@ function randomValue(rng: () => number, depth: number): unknown {
   }
 }
 
-function check(doc: unknown, text: string, path: string[]): void {
-  const items: unknown[] = []
-  const rest = parseWithItems(Buffer.from(text), path, (item) => items.push(item))
+/** The bytes of `text` in pieces of random sizes (1 byte included: a piece may end anywhere, even inside a character). */
+function pieces(text: string, rng: () => number): Buffer[] {
+  const bytes = Buffer.from(text)
+  const out: Buffer[] = []
+  for (let at = 0; at < bytes.length;) {
+    const n = rng() < 0.3 ? 1 : 1 + Math.floor(rng() * 40)
+    out.push(bytes.subarray(at, at + n))
+    at += n
+  }
+  return out
+}
+
+function scan(parts: Buffer[], path: string[], each: (item: unknown) => void): unknown {
+  const scanner = new JsonItemScanner(path, each)
+  for (const part of parts) scanner.push(Buffer.from(part))
+  return scanner.end()
+}
+
+/** parseWithItems over the whole text, and the scanner over it in random pieces: both as JSON.parse. */
+function check(doc: unknown, text: string, path: string[], rng = mulberry32(text.length)): void {
   const whole = JSON.parse(text) as Record<string, any>
   let at: any = whole
   for (const k of path) at = at?.[k]
-  expect(items, text).to.deep.equal(Array.isArray(at) ? at : [])
+  const expected = Array.isArray(at) ? [...at] : []
   if (Array.isArray(at)) at.length = 0
-  expect(rest, text).to.deep.equal(whole)
+  for (const parse of [(each: (i: unknown) => void) => parseWithItems(Buffer.from(text), path, each), (each: (i: unknown) => void) => scan(pieces(text, rng), path, each)]) {
+    const items: unknown[] = []
+    const rest = parse((item) => items.push(item))
+    expect(items, text).to.deep.equal(expected)
+    expect(rest, text).to.deep.equal(whole)
+  }
 }
 
 describe('listing JSON parsed an element at a time (json-items)', () => {
@@ -50,9 +72,28 @@ describe('listing JSON parsed an element at a time (json-items)', () => {
     check({Data: {Files: [5]}}, '{"Data":{"Fil\\u0065s":[5]}}', ['Data', 'Files'])
   })
 
-  it('malformed JSON throws, as JSON.parse does', () => {
-    for (const text of ['{"Data":{"Files":[1,2}}', '{"Data":{"Files":[1,,2]}}', '{"Data":{"Files":["a]}}', '{"Data":', '']) {
+  it('malformed JSON throws, as JSON.parse does, whole or in pieces', () => {
+    const rng = mulberry32(7)
+    for (const text of ['{"Data":{"Files":[1,2}}', '{"Data":{"Files":[1,,2]}}', '{"Data":{"Files":[,1]}}', '{"Data":{"Files":[1,]}}', '{"Data":{"Files":["a]}}',
+      '{"Data":{"Files":[1,2]}', '{"Data":{"Files":[1,2]}}}', '{"Data":{"Files":[{"a":1]}}', '{"Data":', '', '{"Data":{"Files":[1 2]}}']) {
+      expect(() => JSON.parse(text), text).to.throw(SyntaxError)
       expect(() => parseWithItems(Buffer.from(text), ['Data', 'Files'], () => {}), text).to.throw(SyntaxError)
+      expect(() => scan(pieces(text, rng), ['Data', 'Files'], () => {}), text).to.throw(SyntaxError)
     }
+  })
+
+  it('keeps no more than the element being read: each element is handed over as soon as its last byte arrives', () => {
+    const text = JSON.stringify({Code: 200, Data: {Files: [{Path: 'a', Size: 1}, {Path: 'b\\"]', Size: 2}, 'c']}, Message: 'ok'})
+    const seen: unknown[] = []
+    const scanner = new JsonItemScanner(['Data', 'Files'], (item) => seen.push(item))
+    const bytes = Buffer.from(text)
+    const firstEnd = text.indexOf('},') + 1
+    scanner.push(bytes.subarray(0, firstEnd))
+    expect(seen).to.deep.equal([])
+    scanner.push(bytes.subarray(firstEnd, firstEnd + 1))
+    expect(seen).to.deep.equal([{Path: 'a', Size: 1}])
+    scanner.push(bytes.subarray(firstEnd + 1))
+    expect(seen).to.deep.equal([{Path: 'a', Size: 1}, {Path: 'b\\"]', Size: 2}, 'c'])
+    expect(scanner.end()).to.deep.equal({Code: 200, Data: {Files: []}, Message: 'ok'})
   })
 })

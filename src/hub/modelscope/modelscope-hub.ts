@@ -122,6 +122,8 @@ export class ModelScopeHub implements Hub {
       }
       files.push({path: f.Path, size: f.Size as number, sha256, commit: String(f.Revision ?? '')})
     }
+    // The entries as listed are garbage from here on, even if something still holds the array.
+    listed.length = 0
     return {files, revision, revisionCreatedAt: typeof createdAt === 'number' ? createdAt : undefined}
   }
 
