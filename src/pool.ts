@@ -8,11 +8,11 @@ export interface Lane {
 }
 
 /**
- * Runs `fn` over `items` with at most `limit` in flight, results in input order. The first
+ * Runs `fn` over `items` (with each item's position in them) with at most `limit` in flight, results in input order. The first
  * rejection stops handing out items, aborts the lanes' signal and is what the pool rejects with,
  * once every item in flight has settled (none is left running behind the caller's back).
  */
-export async function runPool<T, R>(items: readonly T[], limit: number, signal: AbortSignal, fn: (item: T, lane: Lane) => Promise<R>): Promise<R[]> {
+export async function runPool<T, R>(items: readonly T[], limit: number, signal: AbortSignal, fn: (item: T, lane: Lane, position: number) => Promise<R>): Promise<R[]> {
   const results: R[] = new Array(items.length)
   const stop = new AbortController()
   setMaxListeners(0, stop.signal)
@@ -25,7 +25,7 @@ export async function runPool<T, R>(items: readonly T[], limit: number, signal: 
     while (next < items.length && !stop.signal.aborted) {
       const i = next++
       try {
-        results[i] = await fn(items[i], {index, signal: stop.signal})
+        results[i] = await fn(items[i], {index, signal: stop.signal}, i)
       } catch (error) {
         failure ??= {error}
         stop.abort(error)

@@ -39,13 +39,30 @@ export interface Manifest {
   files: ManifestFile[]
 }
 
-export function buildManifest(init: {hub: string; endpoint: string; modelId: string; repoKind?: RepoKind; revision: string; files: ManifestFile[]}): Manifest {
+/**
+ * A manifest on its way to disk: its entries are made as they are written, from what the caller
+ * holds anyway (a pull's 100,000 entries, made all at once, were the last peak of its memory).
+ */
+export interface ManifestOut extends Omit<Manifest, 'files'> {
+  files: {readonly length: number; at(index: number): ManifestFile | undefined}
+}
+
+const byPath = (a: {path: string}, b: {path: string}) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)
+
+/** The manifest of `files`, in path order, each entry made by `entry` when it is read. */
+export function lazyManifest<F extends {path: string; commit: string}>(init: {hub: string; endpoint: string; modelId: string; repoKind?: RepoKind; revision: string; files: readonly F[]; entry: (f: F) => ManifestFile}): ManifestOut {
   const counts = new Map<string, number>()
   for (const f of init.files) counts.set(f.commit, (counts.get(f.commit) ?? 0) + 1)
   const commit = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))[0]?.[0] ?? ''
-  const files = [...init.files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+  const sorted = [...init.files].sort(byPath)
+  const files = {length: sorted.length, at: (i: number) => (i >= 0 && i < sorted.length ? init.entry(sorted[i]) : undefined)}
   const kind = init.repoKind === 'dataset' ? {repoKind: 'dataset' as const} : {}
   return {kind: MANIFEST_KIND, version: MANIFEST_VERSION, hub: init.hub, endpoint: init.endpoint, modelId: init.modelId, ...kind, revision: init.revision, commit, createdAt: new Date().toISOString(), files}
+}
+
+export function buildManifest(init: {hub: string; endpoint: string; modelId: string; repoKind?: RepoKind; revision: string; files: ManifestFile[]}): Manifest {
+  const m = lazyManifest({...init, entry: (f) => f})
+  return {...m, files: Array.from({length: m.files.length}, (_, i) => m.files.at(i)!)}
 }
 
 /** The repo kind a manifest pins (models' manifests carry none). */
@@ -64,7 +81,7 @@ const FILES_PER_PIECE = 200
  * manifestToJson's text, a piece at a time: the manifest of 100,000 files is 30 MB, and as one
  * string (and its bytes) it was the last peak of a pull's memory.
  */
-export function* manifestPieces(manifest: Manifest): Generator<string> {
+export function* manifestPieces(manifest: ManifestOut): Generator<string> {
   const {files, ...head} = manifest
   const headText = JSON.stringify({...head, files: []}, null, 2)
   if (files.length === 0) {
@@ -73,7 +90,9 @@ export function* manifestPieces(manifest: Manifest): Generator<string> {
   }
   yield headText.slice(0, headText.lastIndexOf('[]') + 1)
   for (let at = 0; at < files.length; at += FILES_PER_PIECE) {
-    yield files.slice(at, at + FILES_PER_PIECE).map((f, i) => `${at + i > 0 ? ',' : ''}\n    ${JSON.stringify(f, null, 2).replaceAll('\n', '\n    ')}`).join('')
+    let piece = ''
+    for (let i = at; i < Math.min(at + FILES_PER_PIECE, files.length); i++) piece += `${i > 0 ? ',' : ''}\n    ${JSON.stringify(files.at(i), null, 2).replaceAll('\n', '\n    ')}`
+    yield piece
   }
   yield '\n  ]\n}\n'
 }
@@ -82,7 +101,7 @@ export function* manifestPieces(manifest: Manifest): Generator<string> {
  * Writes the manifest durably, unless the file there says the same but for `createdAt` (then it is
  * left as it is): a pull of a complete model writes nothing.
  */
-export async function writeManifest(file: string, manifest: Manifest): Promise<void> {
+export async function writeManifest(file: string, manifest: ManifestOut): Promise<void> {
   const createdAt = await createdAtOf(file)
   if (createdAt !== undefined && (await fileHolds(file, manifestPieces({...manifest, createdAt})))) return
   await writeFileDurable(file, manifestPieces(manifest))

@@ -29,12 +29,23 @@ export interface Sha256CtxAddon {
   xxh64File?(fd: number, start: number, length: number, chunkSize: number): Promise<Array<string | null>>
   /** On the thread pool, one job: create (O_EXCL, O_NOFOLLOW), write, fdatasync, close, rename to target. */
   writeFileSynced?(path: string, data: Uint8Array, mode: number, target?: string): Promise<void>
+  /** glibc's malloc_trim(0); false elsewhere or when nothing was freed. Absent from older builds. */
+  trimMalloc?(): boolean
 }
 
 /** The addon's one-job write of a small file (see writeFileSynced in native/sha256_ctx.c), or null. */
 export function nativeWriteFileSynced(): NonNullable<Sha256CtxAddon['writeFileSynced']> | null {
   const addon = loadNativeAddon()?.addon
   return addon && typeof addon.writeFileSynced === 'function' ? addon.writeFileSynced.bind(addon) : null
+}
+
+/**
+ * Gives malloc's free memory back to the system (glibc, with the addon; otherwise nothing). For after
+ * a burst of short-lived native buffers: a large listing's socket reads (native/sha256_ctx.c).
+ */
+export function trimMalloc(): boolean {
+  const addon = loadNativeAddon()?.addon
+  return addon && typeof addon.trimMalloc === 'function' ? addon.trimMalloc() : false
 }
 
 /**

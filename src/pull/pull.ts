@@ -7,7 +7,8 @@ import {formatBytes} from '../format.js'
 import {fromFsError} from '../fs/fs-errors.js'
 import type {Hub, HubFile, HubListing} from '../hub/types.js'
 import type {CheckLevel} from '../integrity/check.js'
-import {type Manifest, buildManifest, writeManifest} from '../integrity/manifest.js'
+import {type Manifest, lazyManifest, writeManifest} from '../integrity/manifest.js'
+import {trimMalloc} from '../integrity/native-addon.js'
 import {Journal, assertSameModel} from '../journal/journal.js'
 import {isSizeOnly, sameVersion} from '../integrity/size-only.js'
 import {runPool} from '../pool.js'
@@ -21,7 +22,7 @@ import {type JobContext, newRecord, pullOneFile} from './file-job.js'
 import {PullSession} from './pull-session.js'
 import {pullWithoutWriting} from './read-only-pull.js'
 import {planFile, selectFiles} from './select-files.js'
-import {type PullSummary, emptySummary, summarize} from './summary.js'
+import {type PullSummary, SummaryTally, emptySummary} from './summary.js'
 
 export type {PlannedFile, PullSummary} from './summary.js'
 
@@ -59,6 +60,9 @@ export interface PullOptions {
   signal: AbortSignal
 }
 
+/** A listing of this many files is megabytes of JSON (about 340 bytes a file from ModelScope). */
+const TRIM_AFTER_LISTED_FILES = 5000
+
 /** Above this size a file is fetched over several connections unless --connections says otherwise. */
 export const SEGMENTED_THRESHOLD_BYTES = 64 * 1024 * 1024
 /** Automatic connections: at most this many (the first step of 8, and 2 more where the link pays for them; aria2c -x8 opens 8). */
@@ -84,6 +88,8 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
   // The first file request's TCP and TLS handshakes, paid while the hub lists the files.
   if (!opts.dryRun) preconnect(hub.endpoint)
   const listing = await withRetries(() => hub.listFiles(opts.modelId, revision, signal, emit), policy, signal, emit)
+  // A listing this long came as hundreds of socket reads, freed by now but held by malloc.
+  if (listing.files.length >= TRIM_AFTER_LISTED_FILES) trimMalloc()
   const files = selectFiles(listing, {...opts, modelDir: location.modelDir})
   const totalBytes = files.reduce((n, f) => n + f.size, 0)
   const summary = emptySummary({
@@ -117,9 +123,10 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
     emit({type: 'start', modelId: opts.modelId, revision, endpoint: hub.endpoint, modelDir: location.modelDir, files: files.length, totalBytes, toDownloadBytes})
 
     const ctx = jobContext(opts, {revision, journal, emit, policy, signal: session.signal, adoptUnknownPartials: Boolean(session.recovered)})
-    const outcomes = await runPool(files, opts.concurrency ?? 4, session.signal, async (file) => {
+    const tally = new SummaryTally(summary)
+    await runPool(files, opts.concurrency ?? 4, session.signal, async (file, _lane, at) => {
       try {
-        return await pullOneFile(file, ctx)
+        tally.add(await pullOneFile(file, ctx), at)
       } catch (error) {
         if (session.signal.aborted) throw error
         const e = isMsrError(error) ? error : new MsrError('E_LOCAL', (error as Error).message, {cause: error, path: file.path})
@@ -129,14 +136,14 @@ export async function pull(opts: PullOptions): Promise<PullSummary> {
         emit({type: 'file-error', path: file.path, code: e.code, message: e.message})
         // Auth, a lost lock and a full disk fail every other file the same way: stop now.
         if (e.code === 'E_AUTH' || e.code === 'E_LOCKED' || e.code === 'E_DISK_FULL') session.abort(e)
-        return e
+        tally.add(e, at)
       }
     })
     if (session.signal.aborted) throw session.signal.reason
     await journal.flush()
-    const firstError = outcomes.find((o) => o instanceof MsrError)
+    const firstError = tally.firstError()
     if (!firstError) await finishModel(opts, location, listing, files, journal, revision)
-    const result = {...summarize(summary, outcomes, retries, performance.now() - started), endpoint: hub.endpoint}
+    const result = {...tally.result(retries, performance.now() - started), endpoint: hub.endpoint}
     if (firstError) throw Object.assign(firstError, {summary: result})
     return result
   } catch (error) {
@@ -229,15 +236,16 @@ function seedFromManifest(journal: Journal, manifest: Manifest, files: HubFile[]
 async function finishModel(opts: PullOptions, location: ModelLocation, listing: HubListing, files: HubFile[], journal: Journal, revision: string): Promise<void> {
   // What was verified: a file that changed on the way (or that the endpoint failed over to lists
   // in another version) is recorded as downloaded, not as first listed.
+  // (A copy only for such a file: 100,000 copies were the last peak of a large pull's memory.)
   const verified = files.map((f) => {
     const r = journal.get(f.path)
-    return r ? {...f, size: r.size, sha256: r.sha256, commit: r.commit} : f
+    return r && (r.size !== f.size || r.sha256 !== f.sha256 || r.commit !== f.commit) ? {...f, size: r.size, sha256: r.sha256, commit: r.commit} : f
   })
   // A filtered pull (--include/--exclude) describes the whole local copy, not only this run's
   // share: files an earlier pull completed at the version listed now stay in the manifest (and in
   // the official index), so `verify` keeps checking them and the Python client keeps finding them.
-  const selected = new Set(files.map((f) => f.path))
-  for (const f of listing.files) {
+  const selected = new Set(files.length < listing.files.length ? files.map((f) => f.path) : [])
+  for (const f of files.length < listing.files.length ? listing.files : []) {
     if (selected.has(f.path)) continue
     const r = journal.get(f.path)
     if (r?.status === 'complete' && sameVersion(r, f)) verified.push({...f, size: r.size, sha256: r.sha256, commit: r.commit})
@@ -249,17 +257,22 @@ async function finishModel(opts: PullOptions, location: ModelLocation, listing: 
 async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string, listing: HubListing): Promise<void> {
   // From the listing: a pinned pull holds a size-only file to the pin's hash, but the hub still gave none.
   const listedSizeOnly = new Set(listing.files.filter(isSizeOnly).map((f) => f.path))
-  const manifest = buildManifest({
+  const manifest = lazyManifest({
     hub: opts.hub.name,
     endpoint: opts.hub.endpoint,
     modelId: modelIdOf(location),
     repoKind: opts.hub.repoKind,
     revision,
-    files: files.map((f) => {
+    files,
+    entry: (f) => {
       const r = journal.get(f.path)!
-      const sizeOnly = listedSizeOnly.has(f.path) ? {sizeOnly: true as const} : {}
-      return {path: f.path, size: f.size, sha256: r.sha256 || r.observedSha256 || f.sha256, ...sizeOnly, commit: f.commit, chunkSizeBytes: r.chunkSizeBytes, xxh64: r.chunks.map((c) => c ?? '')}
-    }),
+      const sha256 = r.sha256 || r.observedSha256 || f.sha256
+      // A complete file's sums are all there: its journal's list is the manifest's, not a copy.
+      const xxh64 = r.chunks.includes(null) ? r.chunks.map((c) => c ?? '') : r.chunks as string[]
+      return listedSizeOnly.has(f.path)
+        ? {path: f.path, size: f.size, sha256, sizeOnly: true as const, commit: f.commit, chunkSizeBytes: r.chunkSizeBytes, xxh64}
+        : {path: f.path, size: f.size, sha256, commit: f.commit, chunkSizeBytes: r.chunkSizeBytes, xxh64}
+    },
   })
   await writeManifest(path.join(location.stateDir, MANIFEST_FILE), manifest)
 }

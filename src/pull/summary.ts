@@ -45,14 +45,26 @@ export function emptySummary(o: {modelId: string; repoKind: RepoKind; revision: 
   }
 }
 
-/** Folds the files' outcomes (an MsrError for a file that failed) into the summary; pure. */
-export function summarize(start: PullSummary, outcomes: ReadonlyArray<FileOutcome | MsrError>, retries: number, elapsedMs: number): PullSummary {
-  const s: PullSummary = {...start, errors: [...start.errors], retries, elapsedMs: Math.round(elapsedMs)}
-  for (const o of outcomes) {
+/**
+ * Folds files' outcomes into a summary as they arrive: a pull of 100,000 files kept an outcome
+ * object per file until the end only to count them (10 MB). Failures are kept (few, and reported)
+ * with their file's position, so the summary lists them, and names the first, in the files' order
+ * whatever order they ended in.
+ */
+export class SummaryTally {
+  private readonly s: PullSummary
+  private readonly failures: Array<{at: number; error: MsrError}> = []
+
+  constructor(start: PullSummary) {
+    this.s = {...start, errors: [...start.errors]}
+  }
+
+  add(o: FileOutcome | MsrError, at: number): void {
+    const s = this.s
     if (o instanceof MsrError) {
       s.failedFiles++
-      s.errors.push({path: o.path ?? '', code: o.code, message: o.message})
-      continue
+      this.failures.push({at, error: o})
+      return
     }
     s.downloadedBytes += o.downloadedBytes
     if (o.reused) {
@@ -64,5 +76,25 @@ export function summarize(start: PullSummary, outcomes: ReadonlyArray<FileOutcom
     }
     if (o.repaired) s.repairedFiles++
   }
-  return s
+
+  /** The failure of the earliest file, if any failed. */
+  firstError(): MsrError | undefined {
+    return this.ordered()[0]
+  }
+
+  result(retries: number, elapsedMs: number): PullSummary {
+    const errors = this.ordered().map((e) => ({path: e.path ?? '', code: e.code, message: e.message}))
+    return {...this.s, errors: [...this.s.errors, ...errors], retries, elapsedMs: Math.round(elapsedMs)}
+  }
+
+  private ordered(): MsrError[] {
+    return this.failures.sort((a, b) => a.at - b.at).map((f) => f.error)
+  }
+}
+
+/** Folds the files' outcomes (an MsrError for a file that failed), in the files' order, into the summary; pure. */
+export function summarize(start: PullSummary, outcomes: ReadonlyArray<FileOutcome | MsrError>, retries: number, elapsedMs: number): PullSummary {
+  const tally = new SummaryTally(start)
+  outcomes.forEach((o, at) => tally.add(o, at))
+  return tally.result(retries, elapsedMs)
 }

@@ -2,7 +2,7 @@ import {expect} from 'chai'
 
 import {MsrError} from '../../src/errors.js'
 import type {FileOutcome} from '../../src/pull/file-job.js'
-import {emptySummary, summarize} from '../../src/pull/summary.js'
+import {SummaryTally, emptySummary, summarize} from '../../src/pull/summary.js'
 
 const outcome = (o: Partial<FileOutcome> & {path: string; size: number}): FileOutcome => ({downloadedBytes: 0, reused: false, repaired: false, ...o})
 
@@ -27,5 +27,18 @@ describe('pull summary: a pure fold of the files\' outcomes', () => {
     const before = JSON.stringify(start)
     summarize(start, [new MsrError('E_AUTH', 'no', {path: 'x'}), outcome({path: 'y', size: 1, downloadedBytes: 1})], 1, 1)
     expect(JSON.stringify(start)).to.equal(before)
+  })
+
+  it('folds outcomes as they arrive, and lists failures in the files\' order, not the order they ended in', () => {
+    const tally = new SummaryTally(start)
+    expect(tally.firstError()).to.equal(undefined)
+    tally.add(new MsrError('E_NETWORK', 'late file', {path: 'f3'}), 3)
+    tally.add(outcome({path: 'f2', size: 10, downloadedBytes: 10}), 2)
+    tally.add(new MsrError('E_REMOTE', 'early file', {path: 'f0'}), 0)
+    tally.add(outcome({path: 'f1', size: 5, reused: true}), 1)
+    expect(tally.firstError()?.message).to.equal('early file')
+    const s = tally.result(2, 99.6)
+    expect(s).to.include({downloadedFiles: 1, reusedFiles: 1, failedFiles: 2, downloadedBytes: 10, reusedBytes: 5, retries: 2, elapsedMs: 100})
+    expect(s.errors.map((e) => e.path)).to.deep.equal(['f0', 'f3'])
   })
 })
