@@ -1,4 +1,4 @@
-import {Agent, type Dispatcher, EnvHttpProxyAgent} from 'undici'
+import type {Agent, Dispatcher} from 'undici'
 
 import {knobs} from '../config.js'
 import type {Body} from './body.js'
@@ -23,13 +23,20 @@ const agentOptions = {
 let direct: Agent | undefined
 let proxied: Dispatcher | undefined
 
-export function dispatcherFor(url: URL): Dispatcher {
-  direct ??= new Agent(agentOptions)
+/** Whether requests to `url` go through a proxy (HTTP(S)_PROXY set; loopback never). */
+function usesProxy(url: URL): boolean {
   const loopback = ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(url.hostname)
-  const proxyVars = ['http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY']
-  if (loopback || !proxyVars.some((name) => process.env[name])) return direct
-  proxied ??= new EnvHttpProxyAgent(agentOptions)
-  return proxied
+  return !loopback && ['http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY'].some((name) => process.env[name])
+}
+
+/**
+ * The process-wide undici dispatcher for `url`. undici is loaded on the first call: a pull whose
+ * bodies all go through the onread reader (no proxy), or a no-op pull, never initialises it.
+ */
+export async function dispatcherFor(url: URL): Promise<Dispatcher> {
+  const {Agent, EnvHttpProxyAgent} = await import('undici')
+  if (!usesProxy(url)) return (direct ??= new Agent(agentOptions))
+  return (proxied ??= new EnvHttpProxyAgent(agentOptions))
 }
 
 export interface OpenOptions {
@@ -114,14 +121,13 @@ export function preconnect(url: string): void {
   } catch {
     return
   }
-  if (!['http:', 'https:'].includes(target.protocol) || dispatcherFor(target) !== direct || knobs.httpClient !== 'raw') return
+  if (!['http:', 'https:'].includes(target.protocol) || usesProxy(target) || knobs.httpClient !== 'raw') return
   defaultRaw().preconnect(target)
 }
 
 /** One hop: through the onread reader where it applies, else (or when it declines the reply) undici. */
 async function request(url: URL, headers: Record<string, string>, opts: OpenOptions): Promise<Reply> {
-  const dispatcher = opts.dispatcher ?? dispatcherFor(url)
-  const raw = opts.raw ?? (opts.dispatcher === undefined && dispatcher === direct && knobs.httpClient === 'raw' ? defaultRaw() : false)
+  const raw = opts.raw ?? (opts.dispatcher === undefined && !usesProxy(url) && knobs.httpClient === 'raw' ? defaultRaw() : false)
   if (raw) {
     try {
       return await raw.get(url, headers, opts.signal, opts.headersTimeoutMs)
@@ -129,7 +135,7 @@ async function request(url: URL, headers: Record<string, string>, opts: OpenOpti
       if (!(error instanceof RawUnsupported)) throw error
     }
   }
-  return get(dispatcher, url, headers, opts.signal, opts.headersTimeoutMs)
+  return get(opts.dispatcher ?? await dispatcherFor(url), url, headers, opts.signal, opts.headersTimeoutMs)
 }
 
 let raw: RawHttpClient | undefined

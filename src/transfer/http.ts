@@ -58,7 +58,7 @@ export async function getJson<T>(url: string, headers: Record<string, string>, o
   try {
     if (!LOOPBACK.has(target.hostname) && PROXY_VARS.some((name) => process.env[name])) {
       const {dispatcherFor} = await import('./http-body.js')
-      res = await getViaDispatcher(dispatcherFor(target), target, all, opts)
+      res = await getViaDispatcher(await dispatcherFor(target), target, all, opts)
     } else {
       res = await getWithAxios(target, all, opts)
     }
