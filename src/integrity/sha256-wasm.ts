@@ -22,7 +22,11 @@ function hashWasmVersion(): string {
   }
 }
 
-export const WASM_ENGINE_ID = `hash-wasm-${hashWasmVersion()}`
+let engineId: string | undefined
+/** Found on first use: reading hash-wasm's package.json cost a no-op pull 6 ms of its start-up. */
+export function wasmEngineId(): string {
+  return (engineId ??= `hash-wasm-${hashWasmVersion()}`)
+}
 
 /**
  * Layout of hash-wasm 4.x's saved SHA-256 state: fingerprint[4], message[64], length u64 (bytes
@@ -55,7 +59,7 @@ function stateLengthField(state: Uint8Array): number {
 }
 
 class WasmSha256 implements ResumableSha256 {
-  readonly engine = WASM_ENGINE_ID
+  readonly engine = wasmEngineId()
   #hasher: IHasher
   #offset: number
   #finished = false
@@ -105,7 +109,7 @@ export async function createWasmSha256(): Promise<ResumableSha256> {
  */
 export async function restoreWasmSha256(saved: SavedSha256State): Promise<ResumableSha256 | null> {
   try {
-    if (saved.engine !== WASM_ENGINE_ID) return null
+    if (saved.engine !== wasmEngineId()) return null
     const state = decodeBase64Strict(saved.stateB64)
     if (!state) return null
     if (await probeLayout()) {

@@ -6,7 +6,7 @@ import {nativeSha256EngineId, nativeSha256Problem} from './native-addon.js'
 import {createNativeSha256, restoreNativeSha256} from './sha256-native.js'
 import {isSavedSha256State} from './sha256-state.js'
 import type {ResumableSha256, SavedSha256State} from './sha256-types.js'
-import {createWasmSha256, restoreWasmSha256, WASM_ENGINE_ID} from './sha256-wasm.js'
+import {createWasmSha256, restoreWasmSha256, wasmEngineId} from './sha256-wasm.js'
 
 export type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256-types.js'
 
@@ -40,11 +40,11 @@ function nativeUnavailable(): MsrError {
 /** Engine id the next createResumableSha256() will use. Throws only on a misconfigured engine choice. */
 export function sha256EngineName(opts: {engine?: Sha256EngineChoice} = {}): string {
   const choice = engineChoice(opts.engine)
-  if (choice === 'wasm') return WASM_ENGINE_ID
+  if (choice === 'wasm') return wasmEngineId()
   const native = nativeSha256EngineId()
   if (native) return native
   if (choice === 'native') throw nativeUnavailable()
-  return WASM_ENGINE_ID
+  return wasmEngineId()
 }
 
 /** Ids of the engines restoreSha256() accepts in this process, preferred first. */
@@ -58,7 +58,7 @@ export function availableSha256Engines(): string[] {
   const native = nativeSha256EngineId()
   const engines: string[] = []
   if (native && choice !== 'wasm') engines.push(native)
-  if (choice !== 'native') engines.push(WASM_ENGINE_ID)
+  if (choice !== 'native') engines.push(wasmEngineId())
   return engines
 }
 
@@ -85,7 +85,7 @@ export async function restoreSha256(saved: SavedSha256State): Promise<ResumableS
   try {
     if (!isSavedSha256State(saved)) return null
     if (!availableSha256Engines().includes(saved.engine)) return null
-    if (saved.engine === WASM_ENGINE_ID) return await restoreWasmSha256(saved)
+    if (saved.engine === wasmEngineId()) return await restoreWasmSha256(saved)
     return restoreNativeSha256(saved)
   } catch {
     return null

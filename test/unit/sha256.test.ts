@@ -21,7 +21,7 @@ import {
   sha256PrefixFromDisk,
 } from '../../src/integrity/sha256.js'
 import {nativeAddonCandidates, nativeSha256EngineId, nativeSha256Problem} from '../../src/integrity/native-addon.js'
-import {WASM_ENGINE_ID} from '../../src/integrity/sha256-wasm.js'
+import {wasmEngineId} from '../../src/integrity/sha256-wasm.js'
 import {skipBecause} from '../support/process.js'
 
 const execFileAsync = promisify(execFile)
@@ -81,7 +81,7 @@ const nativeId = nativeSha256EngineId()
 const hashWasmVersion = (JSON.parse(readFileSync(path.join(repoRoot, 'node_modules', 'hash-wasm', 'package.json'), 'utf8')) as {version: string}).version
 const engines = [
   {choice: 'native' as const, id: nativeId, stateBytes: 112},
-  {choice: 'wasm' as const, id: WASM_ENGINE_ID, stateBytes: 116},
+  {choice: 'wasm' as const, id: wasmEngineId(), stateBytes: 116},
 ]
 
 describe('resumable SHA-256', function () {
@@ -108,7 +108,7 @@ describe('resumable SHA-256', function () {
   })
 
   it('names its engines with their versions', function () {
-    expect(WASM_ENGINE_ID).to.equal(`hash-wasm-${hashWasmVersion}`)
+    expect(wasmEngineId()).to.equal(`hash-wasm-${hashWasmVersion}`)
     if (nativeId !== null) expect(nativeId).to.equal(os.endianness() === 'LE' ? 'openssl-ctx-v1-112' : 'openssl-ctx-v1-112-be')
   })
 
@@ -307,7 +307,7 @@ describe('resumable SHA-256', function () {
 
   describe('engine selection', function () {
     it('prefers native when it is available', async function () {
-      const expected = nativeId ?? WASM_ENGINE_ID
+      const expected = nativeId ?? wasmEngineId()
       expect(sha256EngineName()).to.equal(expected)
       expect((await createResumableSha256()).engine).to.equal(expected)
       expect(availableSha256Engines()[0]).to.equal(expected)
@@ -315,10 +315,10 @@ describe('resumable SHA-256', function () {
 
     it('is forced to wasm by MS_RESUME_SHA256_ENGINE', async function () {
       process.env[SHA256_ENGINE_ENV] = 'wasm'
-      expect(sha256EngineName()).to.equal(WASM_ENGINE_ID)
-      expect((await createResumableSha256()).engine).to.equal(WASM_ENGINE_ID)
-      expect((await createResumableSha256({engine: 'auto'})).engine).to.equal(WASM_ENGINE_ID)
-      expect(availableSha256Engines()).to.deep.equal([WASM_ENGINE_ID])
+      expect(sha256EngineName()).to.equal(wasmEngineId())
+      expect((await createResumableSha256()).engine).to.equal(wasmEngineId())
+      expect((await createResumableSha256({engine: 'auto'})).engine).to.equal(wasmEngineId())
+      expect(availableSha256Engines()).to.deep.equal([wasmEngineId()])
     })
 
     it('is forced to native by MS_RESUME_SHA256_ENGINE, and fails loudly without the addon', async function () {
@@ -334,8 +334,8 @@ describe('resumable SHA-256', function () {
 
     it('lets an explicit engine option win over the environment', async function () {
       process.env[SHA256_ENGINE_ENV] = 'native'
-      expect((await createResumableSha256({engine: 'wasm'})).engine).to.equal(WASM_ENGINE_ID)
-      expect(sha256EngineName({engine: 'wasm'})).to.equal(WASM_ENGINE_ID)
+      expect((await createResumableSha256({engine: 'wasm'})).engine).to.equal(wasmEngineId())
+      expect(sha256EngineName({engine: 'wasm'})).to.equal(wasmEngineId())
     })
 
     it('rejects an unknown engine name but restore still never throws', async function () {
@@ -344,12 +344,12 @@ describe('resumable SHA-256', function () {
       expect(() => sha256EngineName()).to.throw()
       const saved = (await createResumableSha256({engine: 'wasm'})).save()
       const restored = await restoreSha256(saved)
-      expect(restored?.engine).to.equal(WASM_ENGINE_ID)
+      expect(restored?.engine).to.equal(wasmEngineId())
     })
 
     it('reads MS_RESUME_SHA256_ENGINE in a real child process', async function () {
-      expect((await runChild(['engine'], {[SHA256_ENGINE_ENV]: 'wasm'})).trim()).to.equal(WASM_ENGINE_ID)
-      expect((await runChild(['engine'], {[SHA256_ENGINE_ENV]: ''})).trim()).to.equal(nativeId ?? WASM_ENGINE_ID)
+      expect((await runChild(['engine'], {[SHA256_ENGINE_ENV]: 'wasm'})).trim()).to.equal(wasmEngineId())
+      expect((await runChild(['engine'], {[SHA256_ENGINE_ENV]: ''})).trim()).to.equal(nativeId ?? wasmEngineId())
     })
   })
 
