@@ -203,11 +203,11 @@ export async function readModelscopeIndex(modelDir: string): Promise<ModelscopeI
 }
 
 /** One entry per Path: a repeated Path keeps its last Revision, at its last position (the client appends). */
-function uniqueByPath(entries: PythonIndexEntry[]): Map<string, PythonIndexEntry> {
+function uniqueByPath(entries: ReadonlyArray<PythonIndexEntry>): Map<string, PythonIndexEntry> {
   const byPath = new Map<string, PythonIndexEntry>()
   for (const e of entries) {
     byPath.delete(e.Path)
-    byPath.set(e.Path, {Path: e.Path, Revision: e.Revision})
+    byPath.set(e.Path, e)
   }
   return byPath
 }
@@ -217,7 +217,7 @@ function uniqueByPath(entries: PythonIndexEntry[]): Map<string, PythonIndexEntry
  * Repeated foreign entries are merged too, so each rewrite is bounded by the distinct paths and
  * an index that another writer keeps appending to does not grow with every pull.
  */
-function mergeEntries(existing: PythonIndexEntry[], ours: PythonIndexEntry[]): {entries: PythonIndexEntry[]; kept: number} {
+function mergeEntries(existing: PythonIndexEntry[], ours: ReadonlyArray<PythonIndexEntry>): {entries: PythonIndexEntry[]; kept: number} {
   const byPath = uniqueByPath(ours)
   const foreign = [...uniqueByPath(existing).values()].filter((e) => !byPath.has(e.Path))
   return {entries: [...foreign, ...byPath.values()], kept: foreign.length}
@@ -237,10 +237,10 @@ export async function writeModelscopeIndex(opts: WriteModelscopeIndexOptions): P
   parseModelId(`${owner}/${name}`) // throws E_USAGE for anything that is not a safe owner/name
   assertStr(revisionName, 'revisionName')
   if (!dataset && !Number.isFinite(opts.revisionCreatedAt)) throw new TypeError('revisionCreatedAt must be a finite number')
-  const ours = opts.files.map((f, i) => {
+  const ours = opts.files
+  ours.forEach((f, i) => {
     assertStr(f?.Path, `files[${i}].Path`)
     assertStr(f?.Revision, `files[${i}].Revision`)
-    return {Path: f.Path, Revision: f.Revision}
   })
 
   try {
