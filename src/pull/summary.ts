@@ -91,10 +91,3 @@ export class SummaryTally {
     return this.failures.sort((a, b) => a.at - b.at).map((f) => f.error)
   }
 }
-
-/** Folds the files' outcomes (an MsrError for a file that failed), in the files' order, into the summary; pure. */
-export function summarize(start: PullSummary, outcomes: ReadonlyArray<FileOutcome | MsrError>, retries: number, elapsedMs: number): PullSummary {
-  const tally = new SummaryTally(start)
-  outcomes.forEach((o, at) => tally.add(o, at))
-  return tally.result(retries, elapsedMs)
-}

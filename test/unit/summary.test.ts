@@ -2,7 +2,14 @@ import {expect} from 'chai'
 
 import {MsrError} from '../../src/errors.js'
 import type {FileOutcome} from '../../src/pull/file-job.js'
-import {SummaryTally, emptySummary, summarize} from '../../src/pull/summary.js'
+import {type PullSummary, SummaryTally, emptySummary} from '../../src/pull/summary.js'
+
+/** The outcomes folded in the files' order, as a pull's pool hands them over. */
+function summarize(start: PullSummary, outcomes: Array<FileOutcome | MsrError>, retries: number, elapsedMs: number): PullSummary {
+  const tally = new SummaryTally(start)
+  outcomes.forEach((o, at) => tally.add(o, at))
+  return tally.result(retries, elapsedMs)
+}
 
 const outcome = (o: Partial<FileOutcome> & {path: string; size: number}): FileOutcome => ({downloadedBytes: 0, reused: false, repaired: false, ...o})
 
