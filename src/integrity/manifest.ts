@@ -53,7 +53,9 @@ const byPath = (a: {path: string}, b: {path: string}) => (a.path < b.path ? -1 :
 export function lazyManifest<F extends {path: string; commit: string}>(init: {hub: string; endpoint: string; modelId: string; repoKind?: RepoKind; revision: string; files: readonly F[]; entry: (f: F) => ManifestFile}): ManifestOut {
   const counts = new Map<string, number>()
   for (const f of init.files) counts.set(f.commit, (counts.get(f.commit) ?? 0) + 1)
-  const commit = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))[0]?.[0] ?? ''
+  // Ties by code units, not localeCompare: the same for hex commits, and no ICU collator (its data
+  // is 3 MB of the node binary's pages, paid at the end of every pull, where its memory peaks).
+  const commit = [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))[0]?.[0] ?? ''
   const sorted = [...init.files].sort(byPath)
   const files = {length: sorted.length, at: (i: number) => (i >= 0 && i < sorted.length ? init.entry(sorted[i]) : undefined)}
   const kind = init.repoKind === 'dataset' ? {repoKind: 'dataset' as const} : {}
