@@ -34,7 +34,8 @@ const malformed = (at: number) => new SyntaxError(`Malformed JSON near byte ${at
  * parseWithItems as the bytes arrive: the body of a listing is never held whole (35 MB for 100,000
  * files), and its elements are parsed while the rest is still on the way. `push` each piece in
  * order, then `end` for the document with the array emptied. Only the element being read and the
- * document around the array are kept. Throws a SyntaxError as soon as the bytes cannot be JSON.
+ * document around the array are kept. Bytes that cannot be JSON throw a SyntaxError: a broken
+ * structure (a stray comma, a bracket that does not match) as soon as it arrives, the rest at `end`.
  */
 export class JsonItemScanner {
   private readonly stack: Frame[] = []
