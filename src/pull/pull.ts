@@ -244,11 +244,13 @@ async function finishModel(opts: PullOptions, location: ModelLocation, listing: 
   // A filtered pull (--include/--exclude) describes the whole local copy, not only this run's
   // share: files an earlier pull completed at the version listed now stay in the manifest (and in
   // the official index), so `verify` keeps checking them and the Python client keeps finding them.
-  const selected = new Set(files.length < listing.files.length ? files.map((f) => f.path) : [])
-  for (const f of files.length < listing.files.length ? listing.files : []) {
-    if (selected.has(f.path)) continue
-    const r = journal.get(f.path)
-    if (r?.status === 'complete' && sameVersion(r, f)) verified.push({...f, size: r.size, sha256: r.sha256, commit: r.commit})
+  if (files.length < listing.files.length) {
+    const selected = new Set(files.map((f) => f.path))
+    for (const f of listing.files) {
+      if (selected.has(f.path)) continue
+      const r = journal.get(f.path)
+      if (r?.status === 'complete' && sameVersion(r, f)) verified.push({...f, size: r.size, sha256: r.sha256, commit: r.commit})
+    }
   }
   if (!opts.repairFromManifest) await writeModelManifest(opts, location, verified, journal, revision, listing)
   await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit})

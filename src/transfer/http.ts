@@ -13,6 +13,8 @@ import {parseRetryAfterMs} from './retry-policy.js'
 /** A listing of 100,000 files is about 35 MB of JSON; far more is not a listing. */
 export const MAX_JSON_BYTES = 256 * 1024 * 1024
 
+const tooLarge = (url: URL, cause?: unknown) => new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`, {cause})
+
 const DECODERS: Record<string, (data: Buffer, o: zlib.ZlibOptions & zlib.BrotliOptions) => Promise<Buffer>> = {
   gzip: promisify(zlib.gunzip),
   deflate: promisify(zlib.inflate),
@@ -29,8 +31,8 @@ interface Reply {
   headers: Record<string, string | undefined>
   /** axios's decoded (no content-encoding left in `headers`); the dispatcher's as received, decoded by decode(). */
   body: Buffer
-  /** The body already parsed as it arrived (ItemCollector), instead of `body`. */
-  parsed?: {json: unknown} | {notJson: true}
+  /** The body already parsed as it arrived (ItemCollector), instead of `body`; absent when it was not JSON. */
+  parsed?: {json: unknown}
 }
 
 type GetOptions = {signal?: AbortSignal; timeoutMs: number; maxRetryAfterMs: number; items?: JsonItems}
@@ -77,7 +79,6 @@ export async function getJson<T>(url: string, headers: Record<string, string>, o
   const bytes = res.body
   let body: T
   try {
-    if (res.parsed && 'notJson' in res.parsed) throw new SyntaxError('not JSON')
     body = (res.parsed ? res.parsed.json : opts.items ? parseWithItems(bytes, opts.items.path, opts.items.each) : JSON.parse(bytes.toString('utf8'))) as T
   } catch {
     // Not JSON (an HTML error page, a redirect body): the caller finds no envelope in it.
@@ -191,10 +192,10 @@ async function decode(res: Reply, url: URL): Promise<Reply> {
   try {
     body = await run(res.body, {maxOutputLength: MAX_JSON_BYTES + 1})
   } catch (error) {
-    if ((error as {code?: string}).code === 'ERR_BUFFER_TOO_LARGE') throw new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`, {cause: error})
+    if ((error as {code?: string}).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(url, error)
     throw new MsrError('E_PROTOCOL', `Malformed reply from ${url.origin}: ${(error as Error).message}.`, {retryable: true, cause: error})
   }
-  if (body.length > MAX_JSON_BYTES) throw new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`)
+  if (body.length > MAX_JSON_BYTES) throw tooLarge(url)
   const headers = {...res.headers}
   delete headers['content-encoding']
   return {...res, headers, body}
@@ -215,7 +216,7 @@ class Collector {
   }
 
   add(chunk: Buffer, url: URL): Error | undefined {
-    if (this.total + chunk.length > MAX_JSON_BYTES) return new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`)
+    if (this.total + chunk.length > MAX_JSON_BYTES) return tooLarge(url)
     if (this.whole && this.total + chunk.length <= this.whole.length) chunk.copy(this.whole, this.total)
     else {
       // Longer than announced: pieces from here on (the parser decides what the body is worth).
@@ -254,7 +255,7 @@ class ItemCollector {
   }
 
   add(chunk: Buffer, url: URL): Error | undefined {
-    if (this.total + chunk.length > MAX_JSON_BYTES) return new MsrError('E_PROTOCOL', `The reply from ${url.origin} is larger than ${MAX_JSON_BYTES} bytes.`)
+    if (this.total + chunk.length > MAX_JSON_BYTES) return tooLarge(url)
     this.total += chunk.length
     if (this.notJson) return undefined
     try {
@@ -265,12 +266,13 @@ class ItemCollector {
     return undefined
   }
 
-  parsed(): {json: unknown} | {notJson: true} {
-    if (this.notJson) return {notJson: true}
+  /** The document, or undefined when the bytes were not JSON (the reply's body is then empty: no envelope). */
+  parsed(): {json: unknown} | undefined {
+    if (this.notJson) return undefined
     try {
       return {json: this.scanner.end()}
     } catch {
-      return {notJson: true}
+      return undefined
     }
   }
 }
