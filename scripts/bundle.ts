@@ -133,7 +133,14 @@ await build({
   // LAZY_FOR_AXIOS resolves axios's own dependencies at run time, from where axios is installed.
   logOverride: {'require-resolve-not-external': 'silent'},
 })
-const source = await fs.readFile(bundlePath, 'utf8')
+// ASCII only (launch.ts reads it as Latin-1): esbuild escapes strings and identifiers itself but
+// leaves comments and regular expression literals as they are. A \uXXXX escape means the same
+// character in both (a surrogate pair's two halves too); in a comment it is only text.
+// After a backslash the escape would mean something else: such a bundle fails the build.
+const bundled = await fs.readFile(bundlePath, 'utf8')
+if (/\\[^\0-\x7f]/.test(bundled)) throw new Error('scripts/bundle.ts: the bundle has an escaped non-ASCII character; make it ASCII another way')
+const source = bundled.replace(/[^\0-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+await fs.writeFile(bundlePath, source)
 const script = new vm.Script(wrapBundle(source), {filename: bundlePath})
 await fs.writeFile(path.join(dist, CODE_CACHE_FILE), Buffer.concat([Buffer.from(buildId, 'latin1'), script.createCachedData()]))
 process.stdout.write(`wrote ${path.relative(process.cwd(), bundlePath)} (${(source.length / 1024).toFixed(0)} KiB) and its code cache\n`)

@@ -1,11 +1,12 @@
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import {fileURLToPath} from 'node:url'
 import vm from 'node:vm'
 
 import {expect} from 'chai'
 
-import {BUILD_LINE_PREFIX, bundledCommand, loadBundle, wrapBundle} from '../../src/cli/launch.js'
+import {BUILD_LINE_PREFIX, BUNDLE_FILE, bundledCommand, loadBundle, sourceText, wrapBundle} from '../../src/cli/launch.js'
 
 const ID = '0123456789abcdef0123456789abcdef'
 
@@ -78,5 +79,21 @@ describe('launch: commands run from the bundle and its code cache', () => {
       [['toString'], undefined],
     ]
     for (const [argv, want] of table) expect(bundledCommand(argv), argv.join(' ')).to.equal(want)
+  })
+
+  it('reads an ASCII bundle as Latin-1 and any other as UTF-8, the same text either way', async () => {
+    const text = 'exports.s = "caf\u00e9 \u{1F600}" // W\u00e4rting\n'
+    expect(sourceText(Buffer.from(text))).to.equal(text)
+    expect(sourceText(Buffer.from('exports.a = 1\n'))).to.equal('exports.a = 1\n')
+    const source = bundleSource(ID, 47).replace('"use strict";', '"use strict"; // J\u00e4rvinen \u2014 \u{1F600}')
+    const loaded = loadBundle((await write(source)).file, path.join(dir, 'none'))!
+    expect(await loaded.bundle.runCommand('x', [], dir)).to.equal(47)
+  })
+
+  it('the built bundle is ASCII (npm test builds it first)', async () => {
+    const bytes = await fs.readFile(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', BUNDLE_FILE)).catch(() => undefined)
+    if (!bytes) return expect(process.env.CI, 'dist/ms-resume.cjs missing under CI').to.not.equal('true')
+    const at = bytes.findIndex((b) => b > 0x7f)
+    expect(at, `a non-ASCII byte at ${at}`).to.equal(-1)
   })
 })
