@@ -1,4 +1,3 @@
-import {isAscii} from 'node:buffer'
 import {readFileSync} from 'node:fs'
 import {createRequire} from 'node:module'
 import path from 'node:path'
@@ -49,12 +48,13 @@ export function buildIdOf(source: string): string | undefined {
 }
 
 /**
- * The bundle's text. scripts/bundle.ts writes it in ASCII, read here as Latin-1 (the same characters):
- * readFileSync(file, 'utf8') of its 2.3 MB took 25-27 ms of a no-op pull's start-up, the bytes and
- * a Latin-1 string of them 15-17 ms. A bundle with other bytes is decoded as UTF-8.
+ * The bundle's text. A bundle with a build line is scripts/bundle.ts's, which writes ASCII only: it
+ * is read as Latin-1 (the same characters). readFileSync(file, 'utf8') of its 2.3 MB took 25-27 ms
+ * of a no-op pull's start-up, the bytes and a Latin-1 string of them 15-17 ms (buffer.isAscii()
+ * would add 3 ms: its first call). Any other file is decoded as UTF-8.
  */
 export function sourceText(bytes: Buffer): string {
-  return isAscii(bytes) ? bytes.toString('latin1') : bytes.toString('utf8')
+  return buildIdOf(bytes.toString('latin1', 0, BUILD_LINE_PREFIX.length + BUILD_ID_BYTES)) ? bytes.toString('latin1') : bytes.toString('utf8')
 }
 
 /** Wraps the bundle's source as Node wraps a CommonJS module (the code cache is made for this text). */

@@ -1,6 +1,6 @@
 import {createRequire} from 'node:module'
 
-import {createSHA256, type IHasher} from 'hash-wasm'
+import type {IHasher} from 'hash-wasm'
 
 import {updateChunkInPlace} from './chunks.js'
 import type {HashedChunk, ResumableSha256, SavedSha256State} from './sha256-types.js'
@@ -20,6 +20,14 @@ function hashWasmVersion(): string {
   } catch {
     return 'unknown'
   }
+}
+
+/**
+ * hash-wasm's SHA-256, its module loaded on first use: it holds every algorithm's wasm as text, and
+ * its initialisation cost every start-up 4 ms, while the native engine hashes whenever it is built.
+ */
+async function createSHA256(): Promise<IHasher> {
+  return (await import('hash-wasm')).createSHA256()
 }
 
 let engineId: string | undefined

@@ -81,10 +81,14 @@ describe('launch: commands run from the bundle and its code cache', () => {
     for (const [argv, want] of table) expect(bundledCommand(argv), argv.join(' ')).to.equal(want)
   })
 
-  it('reads an ASCII bundle as Latin-1 and any other as UTF-8, the same text either way', async () => {
+  it('reads a bundle with a build line (ASCII: bundle.ts) as Latin-1 and any other file as UTF-8', async () => {
     const text = 'exports.s = "caf\u00e9 \u{1F600}" // W\u00e4rting\n'
     expect(sourceText(Buffer.from(text))).to.equal(text)
     expect(sourceText(Buffer.from('exports.a = 1\n'))).to.equal('exports.a = 1\n')
+    const built = bundleSource(ID, 48)
+    expect(sourceText(Buffer.from(built))).to.equal(built)
+    // The build line is what decides: its bytes are taken one character each.
+    expect(sourceText(Buffer.from(`${built}// \u00e9\n`))).to.equal(`${built}// \u00c3\u00a9\n`)
     const source = bundleSource(ID, 47).replace('"use strict";', '"use strict"; // J\u00e4rvinen \u2014 \u{1F600}')
     const loaded = loadBundle((await write(source)).file, path.join(dir, 'none'))!
     expect(await loaded.bundle.runCommand('x', [], dir)).to.equal(47)
