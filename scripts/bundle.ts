@@ -108,20 +108,61 @@ const axiosNodeBuild: Plugin = {
   },
 }
 
+/** Lines of oclif changed in the bundle, keyed by file under @oclif/core/lib/ (see `patched`). */
+const OCLIF_PATCHES: Record<string, Array<[string, string]>> = {
+  // The debug package (with tty and supports-color: 5 ms) only when DEBUG asks for output: without
+  // it, debug() makes loggers that print nothing, and nothing in a command's run enables one later.
+  'logger.js': [['    const debug = (0, debug_1.default)(namespace);', '    const debug = process.env.DEBUG ? (0, debug_1.default)(namespace) : () => {};']],
+}
+
 /**
- * oclif's Config.load sorts the commands with localeCompare: the first call in a process sets up
- * ICU's collation, 8 ms of every command's start-up (CPU profile of a no-op pull). Our command ids
- * are lowercase ASCII, where comparing code units gives the same order. Help and the manifest
- * (oclif outside the bundle) keep oclif's own sort.
+ * Modules of oclif a command's run needs only on some paths, required on first use (LAZY_HELPER):
+ * its Config (run-command.ts gives a command the little it reads, runConfig: Config.load's sort of
+ * the commands alone cost 8 ms, its first localeCompare setting up ICU's collation), help (only for
+ * --help, which oclif itself handles outside the bundle), ux (spinners, JSON colouring), and what
+ * error rendering uses (wrapping, indenting, stack cleaning, colours) when an error is printed.
+ * Loaded eagerly they were ~30 ms of every start-up: config.js alone pulled in its plugin loader,
+ * ejs, tinyglobby, fdir, picomatch, minimatch and is-wsl. Keyed by file under @oclif/core/lib/.
  */
-const OCLIF_PLUGIN = /[/\\]@oclif[/\\]core[/\\]lib[/\\]config[/\\]plugin\.js$/
-const OCLIF_PATCHES: Array<[string, string]> = [
-  ['.sort((a, b) => a.id.localeCompare(b.id));', '.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));'],
-]
-const oclifWithoutCollation: Plugin = {
-  name: 'oclif-without-collation',
+const OCLIF_LAZY: Record<string, string[]> = {
+  'command.js': ['./config', './ux'],
+  'flags.js': ['./help'],
+  'errors/handle.js': ['../help/index'],
+  'help/util.js': ['ejs'],
+  'errors/errors/cli.js': ['clean-stack', 'indent-string', 'wrap-ansi', '../../screen', '../../ux/theme'],
+  'errors/errors/pretty-print.js': ['indent-string', 'wrap-ansi', '../../screen'],
+  'parser/parse.js': ['node:readline'],
+  'parser/help.js': ['../ux'],
+  'parser/errors.js': ['../ux/list', '../ux/theme'],
+  'logger.js': ['debug'],
+}
+const LAZY_HELPER = '__msResumeLazy'
+/**
+ * `const x = require("spec")` (bare, or through TypeScript's __importDefault/__importStar) made a
+ * module whose properties are the real one's, loaded at the first property read. Each must be
+ * found exactly once, or the build fails.
+ */
+function lazyRequires(text: string, specs: string[], file: string): string {
+  for (const spec of specs) {
+    const quoted = JSON.stringify(spec).replaceAll(/[.*+?^${}()|[\]\\]/g, '\\$&')
+    const statement = new RegExp(`^(const|var) (\\w+) = ((?:__importDefault\\(|__importStar\\()?require\\(${quoted}\\)\\)?);$`, 'gm')
+    const found = text.match(statement)?.length ?? 0
+    if (found !== 1) throw new Error(`scripts/bundle.ts: ${file} requires ${spec} ${found} times as a statement, not once; review OCLIF_LAZY`)
+    text = text.replace(statement, `$1 $2 = ${LAZY_HELPER}(() => $3);`)
+  }
+  return text
+}
+const OCLIF_LIB = /[/\\]@oclif[/\\]core[/\\]lib[/\\](.+\.js)$/
+const oclifTrimmed: Plugin = {
+  name: 'oclif-trimmed',
   setup(b) {
-    b.onLoad({filter: OCLIF_PLUGIN}, async (args) => ({contents: patched(await fs.readFile(args.path, 'utf8'), OCLIF_PATCHES, args.path), loader: 'js'}))
+    b.onLoad({filter: OCLIF_LIB}, async (args) => {
+      const rel = OCLIF_LIB.exec(args.path)![1].split(path.sep).join('/')
+      let text = await fs.readFile(args.path, 'utf8')
+      if (OCLIF_PATCHES[rel]) text = patched(text, OCLIF_PATCHES[rel], args.path)
+      if (OCLIF_LAZY[rel]) text = lazyRequires(text, OCLIF_LAZY[rel], args.path)
+      return {contents: text, loader: 'js'}
+    })
   },
 }
 
@@ -147,10 +188,13 @@ await build({
   keepNames: true,
   // Required only by oclif's development mode (ts-node/tsx), never by a built CLI.
   external: ['typescript'],
-  plugins: [metaUrlOfEachFile, undiciDispatchersOnly, axiosNodeBuild, oclifWithoutCollation],
+  plugins: [metaUrlOfEachFile, undiciDispatchersOnly, axiosNodeBuild, oclifTrimmed],
   banner: {js: `${BUILD_LINE_PREFIX}${buildId}`},
   // A declaration (hoisted) at the end: code before "use strict" would turn strict mode off.
-  footer: {js: `function ${META_URL_HELPER}(rel) { return require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href }`},
+  footer: {
+    js: `function ${META_URL_HELPER}(rel) { return require('node:url').pathToFileURL(require('node:path').join(__dirname, rel)).href }
+function ${LAZY_HELPER}(load) { let real; const get = () => (real ??= load()); return new Proxy({}, {get: (_, key) => get()[key], has: (_, key) => key in get(), ownKeys: () => Reflect.ownKeys(get()), getOwnPropertyDescriptor: (_, key) => { const d = Reflect.getOwnPropertyDescriptor(get(), key); return d && {...d, configurable: true} }}) }`,
+  },
   logLevel: 'warning',
   // LAZY_FOR_AXIOS resolves axios's own dependencies at run time, from where axios is installed.
   logOverride: {'require-resolve-not-external': 'silent'},

@@ -1,5 +1,5 @@
 import type {Command} from '@oclif/core/command'
-import {Config} from '@oclif/core/config'
+import type {Config} from '@oclif/core/config'
 import {flush} from '@oclif/core/flush'
 import {handle} from '@oclif/core/handle'
 
@@ -25,11 +25,41 @@ export function hasCommand(id: string): boolean {
   return Object.hasOwn(COMMANDS, id)
 }
 
+/** package.json's oclif.bin (test/unit/run-config.test.ts holds them equal). */
+export const BIN_NAME = 'ms-resume'
+
+/**
+ * What a command running from the bundle reads of oclif's Config, and no more: its name (error
+ * messages), its scoped environment variables (oclif drops MS_RESUME_REDIRECTED), and hooks, of
+ * which the bundle runs none (the one we have, command_not_found, is oclif's own business, outside
+ * the bundle). Config.load read package.json and the manifest, sorted the commands and loaded
+ * plugin machinery (~30 ms of module initialisation and 10 ms of work on every start-up), and
+ * Command.run loaded it once more from the Config it was given. `topicSeparator` ':' tells oclif's
+ * normalizeArgv that argv needs no rewriting (the command is already chosen).
+ */
+export function runConfig(root: string): Config {
+  const scopedEnvVarKey = (name: string) => `${BIN_NAME.replaceAll('-', '_').toUpperCase()}_${name}`
+  const config = {
+    root,
+    bin: BIN_NAME,
+    name: BIN_NAME,
+    topicSeparator: ':',
+    userAgent: `${BIN_NAME} ${process.platform}-${process.arch} node-${process.version}`,
+    scopedEnvVarKey,
+    scopedEnvVarKeys: (name: string) => [scopedEnvVarKey(name)],
+    scopedEnvVar: (name: string) => process.env[scopedEnvVarKey(name)],
+    scopedEnvVarTrue: (name: string) => ['true', '1'].includes(process.env[scopedEnvVarKey(name)] ?? ''),
+    runHook: async () => ({successes: [], failures: []}),
+  }
+  return config as unknown as Config
+}
+
 export async function runCommand(id: string, argv: string[], root: string): Promise<void> {
   try {
-    const [config, {default: command}] = await Promise.all([Config.load({root}), COMMANDS[id]()])
+    const {default: command} = await COMMANDS[id]()
     command.id = id
-    await command.run(argv, config)
+    // What Command.run does once it has a Config.
+    await (new command(argv, runConfig(root)) as unknown as {_run(): Promise<unknown>})._run()
     void flush()
   } catch (error) {
     await handle(error as Error)
