@@ -107,15 +107,21 @@ export function parseLog(bytes: Buffer): ParsedLog {
   if (header.version !== JOURNAL_LOG_VERSION) return {entries: [], validBytes: 0, tornBytes: 0, problem: `old log version ${header.version}`}
   if (typeof header.logId !== 'string' || !LOG_ID.test(header.logId)) return {entries: [], validBytes: 0, tornBytes: 0, problem: 'the log has no valid id'}
   const entries: unknown[] = []
+  // Each line parsed once: a batch's lines are kept until its commit line vouches for them.
+  const batch: unknown[] = []
   let validBytes = lines[0].next
   let batchFrom = 1
   let i = 1
   for (; i < lines.length; i++) {
     const value = parseJson(bytes, lines[i])
     if (value === undefined) break
-    if (commitOf(value) === undefined) continue
+    if (commitOf(value) === undefined) {
+      batch.push(value)
+      continue
+    }
     if (!closesBatch(bytes, lines, i, batchFrom, true)) break
-    for (let k = batchFrom; k < i; k++) entries.push(parseJson(bytes, lines[k]))
+    for (const entry of batch) entries.push(entry)
+    batch.length = 0
     validBytes = lines[i].next
     batchFrom = i + 1
   }

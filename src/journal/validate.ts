@@ -54,7 +54,7 @@ export function recordProblem(key: string, r: unknown): string | undefined {
   if (r.chunkSizeBytes !== chunkSizeFor(size)) return `chunkSizeBytes ${String(r.chunkSizeBytes)} is not the grid for ${size} bytes`
   const chunkSize = r.chunkSizeBytes as number
   if (!Array.isArray(r.chunks) || r.chunks.length !== chunkCount(size, chunkSize)) return 'bad chunk table'
-  for (const c of r.chunks) if (c !== null && (typeof c !== 'string' || !XXH64_HEX.test(c))) return 'bad chunk sum'
+  if (!chunkSumsValid(r.chunks)) return 'bad chunk sum'
   if (r.partialName !== undefined && r.partialName !== partialNameFor(key)) return 'partialName is not the one ms-resume makes for this path'
   if (!Number.isSafeInteger(r.integrityFailures) || (r.integrityFailures as number) < 0 || (r.integrityFailures as number) > MAX_INTEGRITY_FAILURES) return 'bad integrityFailures'
   if (r.lastError !== undefined && !(isObject(r.lastError) && isText(r.lastError.code, 64) && isText(r.lastError.message) && isText(r.lastError.at, 64))) return 'bad lastError'
@@ -68,6 +68,22 @@ export function recordProblem(key: string, r: unknown): string | undefined {
   }
   return undefined
 }
+
+/**
+ * Each entry null or 16 lowercase hex digits. One regular expression over the sums joined, not one
+ * per sum: the journal of a 4 GiB file 90 % done carries ~40 log records of 3,700 sums each, and a
+ * test per sum was 10 ms of a resume's start-up.
+ */
+function chunkSumsValid(chunks: unknown[]): boolean {
+  const sums: string[] = []
+  for (const c of chunks) {
+    if (c === null) continue
+    if (typeof c !== 'string' || c.length !== 16) return false
+    sums.push(c)
+  }
+  return HEX_ONLY.test(sums.join(''))
+}
+const HEX_ONLY = /^[0-9a-f]*$/
 
 /**
  * Valid: an integer index in [0, chunks.length) of a chunk not yet durable, 0 < bytes < that chunk's

@@ -86,6 +86,24 @@ describe('journal validation (state files are input)', () => {
     expect(validateJournal({...JSON.parse(JSON.stringify(d)), repoKind: 'space'}).problem).to.match(/bad repoKind/)
   })
 
+  it('a chunk sum is null or 16 lowercase hex digits, wherever it is in the table', () => {
+    const bad: unknown[] = ['0123456789ABCDEF', '0123456789abcde', '0123456789abcdef0', '0123456789abcdeg', 81985529216486895, ' 123456789abcdef', '', {}, ['0123456789abcdef']]
+    for (const sum of bad) {
+      for (const at of [0, 2, 9]) {
+        const r = record('c.bin', 10 * MiB, 10)
+        ;(r.chunks as unknown[])[at] = sum
+        expect(validateJournal(doc(r)).problem, `${JSON.stringify(sum)} at ${at}`).to.match(/bad chunk sum/)
+      }
+    }
+    // Two sums that join into 32 valid digits are still two bad sums.
+    const r = record('c.bin', 10 * MiB, 10)
+    ;(r.chunks as unknown[])[0] = '0123456789abcdef01234567'
+    ;(r.chunks as unknown[])[1] = '89abcdef'
+    expect(validateJournal(doc(r)).problem).to.match(/bad chunk sum/)
+    const good = record('c.bin', 10 * MiB, 4)
+    expect(validateJournal(doc(good)).problem).to.equal(undefined)
+  })
+
   it('a file of 0 bytes has no chunks and is valid', () => {
     expect(validateJournal(doc(record('empty', 0, 0))).problem).to.equal(undefined)
   })
