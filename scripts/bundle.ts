@@ -186,6 +186,11 @@ await build({
   target: 'node20',
   // `error.constructor.name === 'ExitError'` (base-command.ts) must survive the bundling.
   keepNames: true,
+  // Whitespace and syntax only (2.3 -> 1.6 MB): reading the bundle, making a string of it and
+  // parsing each function on its first call all scale with its size; 11 ms of a no-op pull (40
+  // runs interleaved: median 278 -> 265 ms). Identifiers stay, for stack traces under DEBUG.
+  minifyWhitespace: true,
+  minifySyntax: true,
   // Required only by oclif's development mode (ts-node/tsx), never by a built CLI.
   external: ['typescript'],
   plugins: [metaUrlOfEachFile, undiciDispatchersOnly, axiosNodeBuild, oclifTrimmed],
