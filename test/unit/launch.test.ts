@@ -6,7 +6,7 @@ import vm from 'node:vm'
 
 import {expect} from 'chai'
 
-import {BUILD_LINE_PREFIX, BUNDLE_FILE, bundledCommand, loadBundle, sourceText, wrapBundle} from '../../src/cli/launch.js'
+import {BUILD_LINE_PREFIX, BUNDLE_FILE, boundHeap, bundledCommand, loadBundle, sourceText, wrapBundle} from '../../src/cli/launch.js'
 
 const ID = '0123456789abcdef0123456789abcdef'
 
@@ -99,5 +99,28 @@ describe('launch: commands run from the bundle and its code cache', () => {
     if (!bytes) return expect(process.env.CI, 'dist/ms-resume.cjs missing under CI').to.not.equal('true')
     const at = bytes.findIndex((b) => b > 0x7f)
     expect(at, `a non-ASCII byte at ${at}`).to.equal(-1)
+  })
+
+  it('sets each heap flag once, when its space has grown that far, and none at start-up', async () => {
+    const MiB = 1024 * 1024
+    const set: string[] = []
+    let sizes = {new_space: 1 * MiB, old_space: 4 * MiB}
+    const spaces = () => Object.entries(sizes).map(([space_name, space_size]) => ({space_name, space_size}) as ReturnType<typeof import('node:v8').getHeapSpaceStatistics>[number])
+    const tick = () => new Promise((r) => setTimeout(r, 120))
+    const cap = boundHeap((f) => set.push(f), spaces)
+    try {
+      expect(set, 'at start-up').to.deep.equal([])
+      await tick()
+      expect(set, 'small spaces').to.deep.equal([])
+      sizes = {new_space: 8 * MiB, old_space: 4 * MiB}
+      await tick()
+      expect(set).to.deep.equal(['--semi-space-growth-factor=1'])
+      sizes = {new_space: 8 * MiB, old_space: 40 * MiB}
+      await tick()
+      await tick()
+      expect(set).to.deep.equal(['--semi-space-growth-factor=1', '--heap-growing-percent=30'])
+    } finally {
+      clearInterval(cap)
+    }
   })
 })
