@@ -80,6 +80,9 @@ const AXIOS_PATCHES: Array<[string, string]> = [
   // Node's http2 (three modules, ~3 ms) loaded on the first HTTP/2 request: axios only calls
   // http2.connect and reads http2.constants inside its HTTP/2 transport, which getJson never asks for.
   ["var http2 = require('http2');", "let http2Module; var http2 = new Proxy({}, {get: (_, key) => (http2Module ??= require('http2'))[key]});"],
+  // Node's TLS stack on the first https: request (http.ts's own agent and the bodies' reader load
+  // it the same way, tls-on-demand.ts): axios reads https.globalAgent and https.request in calls only.
+  ["var https = require('https');", "let httpsModule; var https = new Proxy({}, {get: (_, key) => (httpsModule ??= require('https'))[key]});"],
 ]
 /**
  * Classes (constructed, or tested with instanceof) and objects axios takes from these modules,

@@ -98,7 +98,7 @@ export function loadBundle(file: string, cacheFile: string): {bundle: Bundle; ca
 /** The young generation stops growing at this size (two semi-spaces of half of it). */
 const NEW_SPACE_CAP_BYTES = 8 * 1024 * 1024
 /** From this old generation on, it may grow by 30 % of its live size between collections. */
-const OLD_SPACE_BOUND_BYTES = 32 * 1024 * 1024
+const OLD_SPACE_BOUND_BYTES = 12 * 1024 * 1024
 
 /**
  * V8's defaults let a pull of 100,000 small files reach 400 MB of RSS holding 60 MB of live data:

@@ -252,8 +252,13 @@ async function finishModel(opts: PullOptions, location: ModelLocation, listing: 
       if (r?.status === 'complete' && sameVersion(r, f)) verified.push({...f, size: r.size, sha256: r.sha256, commit: r.commit})
     }
   }
-  if (!opts.repairFromManifest) await writeModelManifest(opts, location, verified, journal, revision, listing)
-  await opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit})
+  // The manifest (state dir) and the hub's own index (the model directory) are separate files:
+  // written, or found already right, side by side. Both are settled before the lock is released.
+  const done = await Promise.allSettled([
+    opts.repairFromManifest ? undefined : writeModelManifest(opts, location, verified, journal, revision, listing),
+    opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit}),
+  ])
+  for (const step of done) if (step.status === 'rejected') throw step.reason
 }
 
 async function writeModelManifest(opts: PullOptions, location: ModelLocation, files: HubFile[], journal: Journal, revision: string, listing: HubListing): Promise<void> {

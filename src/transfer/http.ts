@@ -1,5 +1,4 @@
 import http from 'node:http'
-import https from 'node:https'
 import {promisify} from 'node:util'
 import type {Readable} from 'node:stream'
 import zlib from 'node:zlib'
@@ -9,6 +8,7 @@ import type {Dispatcher} from 'undici'
 import {MsrError} from '../errors.js'
 import {JsonItemScanner, parseWithItems} from '../json-items.js'
 import {parseRetryAfterMs} from './retry-policy.js'
+import {httpsModuleNow} from './tls-on-demand.js'
 
 /** A listing of 100,000 files is about 35 MB of JSON; far more is not a listing. */
 export const MAX_JSON_BYTES = 256 * 1024 * 1024
@@ -24,7 +24,8 @@ const DECODERS: Record<string, (data: Buffer, o: zlib.ZlibOptions & zlib.BrotliO
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1'])
 const PROXY_VARS = ['http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY']
 const httpAgent = new http.Agent({keepAlive: true, maxSockets: 64})
-const httpsAgent = new https.Agent({keepAlive: true, maxSockets: 64})
+let httpsAgentMade: import('node:https').Agent | undefined
+const httpsAgent = () => (httpsAgentMade ??= new (httpsModuleNow().Agent)({keepAlive: true, maxSockets: 64}))
 
 interface Reply {
   status: number
@@ -123,7 +124,8 @@ async function getWithAxios(url: URL, headers: Record<string, string>, opts: Get
       timeout: opts.timeoutMs,
       signal: opts.signal,
       httpAgent,
-      httpsAgent,
+      // Made (and TLS loaded) for the first https: request only.
+      ...(url.protocol === 'https:' ? {httpsAgent: httpsAgent()} : {}),
       // Proxies are getJson's business (above): axios must not read HTTP(S)_PROXY on its own.
       proxy: false,
     })

@@ -1,8 +1,9 @@
 import net from 'node:net'
-import tls from 'node:tls'
+import type tls from 'node:tls'
 
 import {BodyFeed} from './body-feed.js'
 import type {Body} from './body.js'
+import {tlsModuleNow} from './tls-on-demand.js'
 
 /**
  * A small HTTP/1.1 GET client for file bodies, read with `onread`: the kernel copies each read
@@ -183,7 +184,7 @@ export class RawHttpClient {
         resolve(conn)
       }
       if (url.protocol === 'https:') {
-        socket = tls.connect({
+        socket = tlsModuleNow().connect({
           ...this.o.tls, host, port, onread, ALPNProtocols: ['http/1.1'],
           servername: net.isIP(host) ? undefined : host,
           session: this.sessions.get(key),
