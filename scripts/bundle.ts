@@ -43,14 +43,22 @@ const metaUrlOfEachFile: Plugin = {
  * also loads fetch, WebSocket, EventSource, cookies and caches: 40 ms of a resume's start-up. In
  * the bundle `undici` is those two classes.
  */
+const UNDICI_DISPATCHERS = `Object.assign(require('undici/lib/dispatcher/dispatcher.js').prototype, require('undici/lib/api/index.js'))
+module.exports = {Agent: require('undici/lib/dispatcher/agent.js'), EnvHttpProxyAgent: require('undici/lib/dispatcher/env-http-proxy-agent.js')}`
+/**
+ * Those two classes are a bundle of their own, required from the main one when first asked for:
+ * the bodies travel on our own reader (raw-http.ts), undici only through a proxy or when that
+ * reader declines a reply. In the main bundle they were 0.5 MB that every start-up read and made
+ * a string of. (As undici's index does: the request API on every dispatcher, which its proxy agent
+ * tunnels with.)
+ */
+export const UNDICI_BUNDLE_FILE = 'ms-resume-undici.cjs'
 const undiciDispatchersOnly: Plugin = {
   name: 'undici-dispatchers-only',
   setup(b) {
     b.onResolve({filter: /^undici$/}, (args) => (args.importer.includes(`${path.sep}dist${path.sep}src${path.sep}`) ? {path: 'undici-dispatchers', namespace: 'msr'} : undefined))
     b.onLoad({filter: /^undici-dispatchers$/, namespace: 'msr'}, () => ({
-      // As undici's index does: the request API on every dispatcher (its proxy agent tunnels with connect()).
-      contents: `Object.assign(require('undici/lib/dispatcher/dispatcher.js').prototype, require('undici/lib/api/index.js'))
-module.exports = {Agent: require('undici/lib/dispatcher/agent.js'), EnvHttpProxyAgent: require('undici/lib/dispatcher/env-http-proxy-agent.js')}`,
+      contents: `module.exports = require(require('node:path').join(__dirname, ${JSON.stringify(UNDICI_BUNDLE_FILE)}))`,
       loader: 'js',
       resolveDir: root,
     }))
@@ -179,6 +187,19 @@ function patched(text: string, patches: Array<[string, string]>, file: string): 
 }
 
 await fs.rm(path.join(dist, CODE_CACHE_FILE), {force: true})
+// The same settings as the main bundle's (below), for undici's two dispatchers.
+await build({
+  stdin: {contents: UNDICI_DISPATCHERS, resolveDir: root, sourcefile: 'undici-dispatchers.cjs', loader: 'js'},
+  outfile: path.join(dist, UNDICI_BUNDLE_FILE),
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  keepNames: true,
+  minifyWhitespace: true,
+  minifySyntax: true,
+  logLevel: 'warning',
+})
 const buildId = randomBytes(16).toString('hex')
 await build({
   entryPoints: [path.join(dist, 'src', 'cli', 'run-command.js')],
@@ -194,8 +215,10 @@ await build({
   // runs interleaved: median 278 -> 265 ms). Identifiers stay, for stack traces under DEBUG.
   minifyWhitespace: true,
   minifySyntax: true,
-  // Required only by oclif's development mode (ts-node/tsx), never by a built CLI.
-  external: ['typescript'],
+  // typescript: required only by oclif's development mode (ts-node/tsx), never by a built CLI.
+  // hash-wasm: only where the native engine is not built (or is refused), from node_modules then:
+  // its every algorithm's wasm as text was 0.28 MB of the bundle each start-up read.
+  external: ['typescript', 'hash-wasm'],
   plugins: [metaUrlOfEachFile, undiciDispatchersOnly, axiosNodeBuild, oclifTrimmed],
   banner: {js: `${BUILD_LINE_PREFIX}${buildId}`},
   // A declaration (hoisted) at the end: code before "use strict" would turn strict mode off.

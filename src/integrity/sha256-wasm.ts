@@ -25,9 +25,11 @@ function hashWasmVersion(): string {
 /**
  * hash-wasm's SHA-256, its module loaded on first use: it holds every algorithm's wasm as text, and
  * its initialisation cost every start-up 4 ms, while the native engine hashes whenever it is built.
+ * Required (its CommonJS build), not imported: it is not in the bundle (scripts/bundle.ts), and a
+ * dynamic import() has no loader there.
  */
 async function createSHA256(): Promise<IHasher> {
-  return (await import('hash-wasm')).createSHA256()
+  return (createRequire(import.meta.url)('hash-wasm') as typeof import('hash-wasm')).createSHA256()
 }
 
 let engineId: string | undefined

@@ -50,6 +50,21 @@ describe('start-up: the bundle, the native engine, a no-op pull, proxies', funct
     expect(doc.files['w.bin'].sha256State!.engine).to.equal(engine)
   })
 
+  it('a pull run from the bundle with MS_RESUME_SHA256_ENGINE=wasm saves hash-wasm states and resumes on them (hash-wasm is not in the bundle)', async () => {
+    emu = await HubEmulator.start({models: [{id: MODEL, files: [{path: 'w.bin', size: 12 * MiB}]}], rateLimitBytesPerSec: 4 * MiB})
+    home = await makeTmpDir()
+    const dir = path.join(home, 'out')
+    const env = {...testEnv(home), MS_RESUME_SHA256_ENGINE: 'wasm'}
+    const args = ['pull', MODEL, '--endpoint', emu.url, '--local-dir', dir]
+    const doc = await pullAndKillWhen(args, env, dir, (d) => Boolean(d.files['w.bin']?.sha256State))
+    expect(doc.files['w.bin'].sha256State!.engine).to.match(/^hash-wasm-\d/)
+    const res = await runCli([...args, '--json'], {env})
+    expect(res.code, res.stderr).to.equal(0)
+    // Resumed (not started over), and verified before it was placed (exit 0).
+    expect(res.stdout).to.contain('"type":"resume"')
+    expect((await fs.stat(path.join(dir, 'w.bin'))).size).to.equal(12 * MiB)
+  })
+
   it('a pull of a complete model writes nothing: journal, manifest and the Python index keep their inodes and times', async () => {
     emu = await HubEmulator.start({models: [{id: MODEL, files: [{path: 'config.json', content: '{"a": 1}\n'}, {path: 'w.bin', size: 2 * MiB + 3}, {path: 'sub/t.json', size: 70_000}]}]})
     home = await makeTmpDir()
