@@ -188,21 +188,25 @@ describe('journal: snapshot and append-only log', () => {
     await journal.close()
   })
 
-  it('compacts once the log outgrows the snapshot (and 1 MiB): a new snapshot and an empty log under a new id', async () => {
+  it('compacts once the log outgrows the snapshot (and 256 KiB): a new snapshot and an empty log under a new id', async () => {
     const {journal} = await open()
     journal.set(record('seed'))
     await journal.flush()
     const firstId = JSON.parse(await fs.readFile(files().snapshot, 'utf8')).logId
-    // About 400 bytes a record: 3,000 single-record batches pass 1 MiB.
+    // About 400 bytes a record: 3,000 single-record batches pass 256 KiB.
     let compacted = false
+    let logBytesBefore = 0
     for (let i = 0; i < 3000 && !compacted; i++) {
+      logBytesBefore = (await fs.stat(files().log)).size
       journal.set(record(`f${i}`))
       await journal.flush()
       compacted = JSON.parse(await fs.readFile(files().snapshot, 'utf8')).logId !== firstId
     }
     expect(compacted, 'compacted').to.equal(true)
+    // The batch that compacted took the log past 256 KiB (a batch is well under 2 KiB): not before.
+    expect(logBytesBefore).to.be.at.most(256 * 1024).and.greaterThan(254 * 1024)
     const snapshot = JSON.parse(await fs.readFile(files().snapshot, 'utf8'))
-    expect(Object.keys(snapshot.files).length).to.be.greaterThan(2000)
+    expect(Object.keys(snapshot.files).length).to.be.greaterThan(500)
     const logText = await fs.readFile(files().log, 'utf8')
     expect(logText).to.equal(logHeader(snapshot.logId))
     const peeked = (await Journal.peek(stateDir)).doc!
