@@ -52,7 +52,7 @@ module.exports = {Agent: require('undici/lib/dispatcher/agent.js'), EnvHttpProxy
  * a string of. (As undici's index does: the request API on every dispatcher, which its proxy agent
  * tunnels with.)
  */
-export const UNDICI_BUNDLE_FILE = 'ms-resume-undici.cjs'
+const UNDICI_BUNDLE_FILE = 'ms-resume-undici.cjs'
 const undiciDispatchersOnly: Plugin = {
   name: 'undici-dispatchers-only',
   setup(b) {

@@ -21,8 +21,13 @@ describe('runConfig: what a command running from the bundle reads of oclif\'s Co
     process.env.MS_RESUME_CONTENT_TYPE = 'json'
     try {
       expect(ours.scopedEnvVar('CONTENT_TYPE')).to.equal(real.scopedEnvVar('CONTENT_TYPE')).and.equal('json')
+      for (const value of ['true', '1', 'yes', '0', '']) {
+        process.env.MS_RESUME_FLAG = value
+        expect(ours.scopedEnvVarTrue('FLAG'), value).to.equal(real.scopedEnvVarTrue('FLAG'))
+      }
     } finally {
       delete process.env.MS_RESUME_CONTENT_TYPE
+      delete process.env.MS_RESUME_FLAG
     }
     // The bundle runs no hooks: package.json declares none that a command's run fires.
     expect(Object.keys(real.pjson.oclif.hooks ?? {})).to.deep.equal(['command_not_found'])
