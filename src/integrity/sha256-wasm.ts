@@ -12,10 +12,15 @@ import {decodeBase64Strict} from './sha256-state.js'
  * id carries hash-wasm's version: a journal written by another version is re-hashed, not misread.
  */
 
+/**
+ * hash-wasm and its package.json, required on first use, from where this module is: hash-wasm is not
+ * in the bundle (scripts/bundle.ts), and a dynamic import() has no loader there.
+ */
+const load = createRequire(import.meta.url)
+
 function hashWasmVersion(): string {
   try {
-    const require = createRequire(import.meta.url)
-    const version = (require('hash-wasm/package.json') as {version?: unknown}).version
+    const version = (load('hash-wasm/package.json') as {version?: unknown}).version
     return typeof version === 'string' && version ? version : 'unknown'
   } catch {
     return 'unknown'
@@ -23,13 +28,12 @@ function hashWasmVersion(): string {
 }
 
 /**
- * hash-wasm's SHA-256, its module loaded on first use: it holds every algorithm's wasm as text, and
- * its initialisation cost every start-up 4 ms, while the native engine hashes whenever it is built.
- * Required (its CommonJS build), not imported: it is not in the bundle (scripts/bundle.ts), and a
- * dynamic import() has no loader there.
+ * hash-wasm's SHA-256 (its CommonJS build), loaded on first use: it holds every algorithm's wasm as
+ * text, and its initialisation cost every start-up 4 ms, while the native engine hashes wherever it
+ * is built.
  */
 async function createSHA256(): Promise<IHasher> {
-  return (createRequire(import.meta.url)('hash-wasm') as typeof import('hash-wasm')).createSHA256()
+  return (load('hash-wasm') as typeof import('hash-wasm')).createSHA256()
 }
 
 let engineId: string | undefined
