@@ -27,6 +27,12 @@ const bundlePath = path.join(dist, BUNDLE_FILE)
  * shadow the one it uses.
  */
 const META_URL_HELPER = '__msResumeModuleUrl'
+/**
+ * A module required on first use: `__msResumeLazy(() => require(x))` is an object whose properties
+ * are the module's, loaded at the first property read (defined in the bundle's footer). Used for
+ * axios's https and http2 and for oclif's modules a command's run seldom needs (OCLIF_LAZY).
+ */
+const LAZY_HELPER = '__msResumeLazy'
 const metaUrlOfEachFile: Plugin = {
   name: 'import-meta-url',
   setup(b) {
@@ -87,10 +93,10 @@ const AXIOS_PATCHES: Array<[string, string]> = [
   ['  if (FormDataCtor && thing instanceof FormDataCtor) return true;', '  const FormDataCtor = formDataCtor();\n  if (FormDataCtor && thing instanceof FormDataCtor) return true;'],
   // Node's http2 (three modules, ~3 ms) loaded on the first HTTP/2 request: axios only calls
   // http2.connect and reads http2.constants inside its HTTP/2 transport, which getJson never asks for.
-  ["var http2 = require('http2');", "let http2Module; var http2 = new Proxy({}, {get: (_, key) => (http2Module ??= require('http2'))[key]});"],
+  ["var http2 = require('http2');", `var http2 = ${LAZY_HELPER}(() => require('http2'));`],
   // Node's TLS stack on the first https: request (http.ts's own agent and the bodies' reader load
   // it the same way, tls-on-demand.ts): axios reads https.globalAgent and https.request in calls only.
-  ["var https = require('https');", "let httpsModule; var https = new Proxy({}, {get: (_, key) => (httpsModule ??= require('https'))[key]});"],
+  ["var https = require('https');", `var https = ${LAZY_HELPER}(() => require('https'));`],
 ]
 /**
  * Classes (constructed, or tested with instanceof) and objects axios takes from these modules,
@@ -147,7 +153,6 @@ const OCLIF_LAZY: Record<string, string[]> = {
   'parser/errors.js': ['../ux/list', '../ux/theme'],
   'logger.js': ['debug'],
 }
-const LAZY_HELPER = '__msResumeLazy'
 /**
  * `const x = require("spec")` (bare, or through TypeScript's __importDefault/__importStar) made a
  * module whose properties are the real one's, loaded at the first property read. Each must be
