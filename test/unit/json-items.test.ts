@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {JsonItemScanner, parseWithItems} from '../../src/json-items.js'
+import {JsonItemScanner, type ScanOptions, WHOLE_BELOW_BYTES, parseWithItems} from '../../src/json-items.js'
 import {mulberry32} from '../support/process.js'
 
 /** Random JSON values with the characters that trip a scanner: quotes, backslashes, brackets in strings. */
@@ -30,8 +30,8 @@ function pieces(text: string, rng: () => number): Buffer[] {
   return out
 }
 
-function scan(parts: Buffer[], path: string[], each: (item: unknown) => void): unknown {
-  const scanner = new JsonItemScanner(path, each)
+function scan(parts: Buffer[], path: string[], each: (item: unknown) => void, o: ScanOptions = {}): unknown {
+  const scanner = new JsonItemScanner(path, each, o)
   for (const part of parts) scanner.push(Buffer.from(part))
   return scanner.end()
 }
@@ -43,7 +43,14 @@ function check(doc: unknown, text: string, path: string[], rng = mulberry32(text
   for (const k of path) at = at?.[k]
   const expected = Array.isArray(at) ? [...at] : []
   if (Array.isArray(at)) at.length = 0
-  for (const parse of [(each: (i: unknown) => void) => parseWithItems(Buffer.from(text), path, each), (each: (i: unknown) => void) => scan(pieces(text, rng), path, each)]) {
+  // Held whole (the default for a small document), scanned from the first byte, and scanned from a
+  // byte somewhere inside (where the document outgrew what is held whole).
+  const modes: ScanOptions[] = [{}, {wholeBelowBytes: 0}, {wholeBelowBytes: Math.floor(rng() * text.length)}]
+  const parsers = modes.flatMap((o) => [
+    (each: (i: unknown) => void) => parseWithItems(Buffer.from(text), path, each, o),
+    (each: (i: unknown) => void) => scan(pieces(text, rng), path, each, o),
+  ])
+  for (const parse of parsers) {
     const items: unknown[] = []
     const rest = parse((item) => items.push(item))
     expect(items, text).to.deep.equal(expected)
@@ -77,15 +84,17 @@ describe('listing JSON parsed an element at a time (json-items)', () => {
     for (const text of ['{"Data":{"Files":[1,2}}', '{"Data":{"Files":[1,,2]}}', '{"Data":{"Files":[,1]}}', '{"Data":{"Files":[1,]}}', '{"Data":{"Files":["a]}}',
       '{"Data":{"Files":[1,2]}', '{"Data":{"Files":[1,2]}}}', '{"Data":{"Files":[{"a":1]}}', '{"Data":', '', '{"Data":{"Files":[1 2]}}']) {
       expect(() => JSON.parse(text), text).to.throw(SyntaxError)
-      expect(() => parseWithItems(Buffer.from(text), ['Data', 'Files'], () => {}), text).to.throw(SyntaxError)
-      expect(() => scan(pieces(text, rng), ['Data', 'Files'], () => {}), text).to.throw(SyntaxError)
+      for (const o of [{}, {wholeBelowBytes: 0}, {wholeBelowBytes: Math.floor(rng() * text.length)}]) {
+        expect(() => parseWithItems(Buffer.from(text), ['Data', 'Files'], () => {}, o), text).to.throw(SyntaxError)
+        expect(() => scan(pieces(text, rng), ['Data', 'Files'], () => {}, o), text).to.throw(SyntaxError)
+      }
     }
   })
 
-  it('keeps no more than the element being read: each element is handed over as soon as its last byte arrives', () => {
+  it('keeps no more than the element being read once scanning: each element is handed over as soon as its last byte arrives', () => {
     const text = JSON.stringify({Code: 200, Data: {Files: [{Path: 'a', Size: 1}, {Path: 'b\\"]', Size: 2}, 'c']}, Message: 'ok'})
     const seen: unknown[] = []
-    const scanner = new JsonItemScanner(['Data', 'Files'], (item) => seen.push(item))
+    const scanner = new JsonItemScanner(['Data', 'Files'], (item) => seen.push(item), {wholeBelowBytes: 0})
     const bytes = Buffer.from(text)
     const firstEnd = text.indexOf('},') + 1
     scanner.push(bytes.subarray(0, firstEnd))
@@ -95,5 +104,21 @@ describe('listing JSON parsed an element at a time (json-items)', () => {
     scanner.push(bytes.subarray(firstEnd + 1))
     expect(seen).to.deep.equal([{Path: 'a', Size: 1}, {Path: 'b\\"]', Size: 2}, 'c'])
     expect(scanner.end()).to.deep.equal({Code: 200, Data: {Files: []}, Message: 'ok'})
+  })
+  it('holds a document up to WHOLE_BELOW_BYTES and parses it at the end; one byte more and it is scanned as it arrives', () => {
+    const files = Array.from({length: 3000}, (_, i) => ({Path: `shards/f${i}.bin`, Sha256: 'ab'.repeat(32), Size: 4096}))
+    const text = JSON.stringify({Code: 200, Data: {Files: files}})
+    const bytes = Buffer.from(text)
+    for (const [wholeBelowBytes, scanning] of [[bytes.length, false], [bytes.length - 2, true]] as const) {
+      const seen: unknown[] = []
+      const scanner = new JsonItemScanner(['Data', 'Files'], (item) => seen.push(item), {wholeBelowBytes})
+      scanner.push(bytes.subarray(0, bytes.length - 1))
+      // Scanning: every element has been handed over before the document ends.
+      expect(seen.length, String(wholeBelowBytes)).to.equal(scanning ? files.length : 0)
+      scanner.push(bytes.subarray(bytes.length - 1))
+      expect(scanner.end()).to.deep.equal({Code: 200, Data: {Files: []}})
+      expect(seen).to.deep.equal(files)
+    }
+    expect(WHOLE_BELOW_BYTES).to.be.at.least(1024 * 1024).and.at.most(8 * 1024 * 1024)
   })
 })
