@@ -28,7 +28,11 @@ export class BodyFeed {
   private settled = false
   readonly body: Body
 
-  constructor(private readonly source: FeedSource) {
+  /**
+   * `settleAtEnd: 'now'`: the pump resolves as soon as the body ended. By default ('next-turn') it
+   * resolves on the next turn of the event loop, for undici (see settleWhenIdle).
+   */
+  constructor(private readonly source: FeedSource, private readonly settleAtEnd: 'now' | 'next-turn' = 'next-turn') {
     const feed = this
     this.body = {
       pump(fn) {
@@ -61,8 +65,9 @@ export class BodyFeed {
   /**
    * A piece of the body. `mayKeep`: the source never reuses this memory (it may then be queued
    * without a copy). While the consumer is flowing the piece is handed over at once (it copies).
+   * `last`: nothing follows (end() comes next), so the source is not paused to wait for the consumer.
    */
-  data(chunk: Buffer, mayKeep = false): void {
+  data(chunk: Buffer, mayKeep = false, last = false): void {
     // An empty piece (undici sends one on every resume) would only pause again, forever.
     if (this.finished !== undefined || chunk.length === 0) return
     if (this.flowing) {
@@ -71,7 +76,7 @@ export class BodyFeed {
       return
     }
     this.queued.push(mayKeep ? chunk : Buffer.from(chunk))
-    this.source.pause()
+    if (!last) this.source.pause()
   }
 
   /** The body is complete. */
@@ -97,8 +102,9 @@ export class BodyFeed {
     const outcome = this.finished
     const settle = this.settle
     // undici marks the connection free only after its end callback returns: a request made as soon
-    // as the body ended would open another connection (a TCP and TLS handshake per piece).
-    if (outcome === 'end') setImmediate(() => settle(outcome))
+    // as the body ended would open another connection (a TCP and TLS handshake per piece). The
+    // onread reader puts the connection back before it ends the body.
+    if (outcome === 'end' && this.settleAtEnd === 'next-turn') setImmediate(() => settle(outcome))
     else settle(outcome)
   }
 

@@ -1,7 +1,7 @@
 import net from 'node:net'
 import type tls from 'node:tls'
 
-import {BodyFeed} from './body-feed.js'
+import {BodyFeed, type FeedSource} from './body-feed.js'
 import type {Body} from './body.js'
 import {tlsModuleNow} from './tls-on-demand.js'
 
@@ -54,27 +54,29 @@ export interface RawHttpOptions {
   connectTimeoutMs: number
   /** Extra TLS options (tests: a throwaway CA). */
   tls?: tls.ConnectionOptions
+  /** How long an idle connection is kept (default IDLE_MS). */
+  idleMs?: number
 }
 
-type ReadHandler = (data: Buffer) => void
+/** Idle connections are looked at this often (or at their idle time, if shorter); one idle longer is closed. */
+const SWEEP_MS = 5_000
 
 /** One connection: its read buffer, and the exchange it serves now (none while idle). */
 class Conn {
   readonly buffer = Buffer.allocUnsafeSlow(READ_BYTES)
   socket!: net.Socket
-  onData: ReadHandler | undefined
-  onGone: ((error: Error) => void) | undefined
+  exchange: Exchange | undefined
   /** A whole exchange went through it: a failure before any reply byte may be a stale keep-alive. */
   used = false
   gone = false
-  /** One listener for the idle timeout, taken off when the connection is taken again (a new one per release piled up: a MaxListeners warning after 11 reuses, and a leak). */
-  readonly idleTimeout = () => this.socket.destroy()
+  /** When it last went idle (performance.now()). */
+  idleSince = 0
 
   constructor(readonly key: string) {}
 
   read(n: number): void {
     const data = this.buffer.subarray(0, n)
-    if (this.onData) this.onData(data)
+    if (this.exchange) this.exchange.data(data)
     // Bytes nobody asked for on an idle connection: it cannot be trusted with another request.
     else this.socket.destroy()
   }
@@ -82,7 +84,7 @@ class Conn {
   lost(error: Error): void {
     if (this.gone) return
     this.gone = true
-    this.onGone?.(error)
+    this.exchange?.lost(error)
   }
 }
 
@@ -90,8 +92,15 @@ export class RawHttpClient {
   private readonly idle = new Map<string, Conn[]>()
   private readonly sessions = new Map<string, Buffer>()
   private readonly warming = new Set<string>()
+  /** Exchanges in flight per abort signal: one listener per signal, not one per request. */
+  private readonly bySignal = new WeakMap<AbortSignal, Set<Exchange>>()
+  private sweeper: NodeJS.Timeout | undefined
 
-  constructor(private readonly o: RawHttpOptions) {}
+  private readonly idleMs: number
+
+  constructor(private readonly o: RawHttpOptions) {
+    this.idleMs = o.idleMs ?? IDLE_MS
+  }
 
   /**
    * One GET. Resolves at the response head; the body is paused until pumped. A reused connection
@@ -130,6 +139,8 @@ export class RawHttpClient {
   close(): void {
     for (const list of this.idle.values()) for (const c of list) c.socket.destroy()
     this.idle.clear()
+    clearInterval(this.sweeper)
+    this.sweeper = undefined
   }
 
   private takeIdle(key: string): Conn | undefined {
@@ -137,7 +148,6 @@ export class RawHttpClient {
     while (list && list.length > 0) {
       const conn = list.pop()!
       if (!conn.gone && !conn.socket.destroyed) {
-        conn.socket.setTimeout(0, conn.idleTimeout)
         conn.socket.ref()
         return conn
       }
@@ -145,17 +155,57 @@ export class RawHttpClient {
     return undefined
   }
 
-  private release(conn: Conn): void {
-    conn.onData = undefined
-    conn.onGone = undefined
+  /** Back to the pool (by its exchange): kept idleMs, unreferenced, read so that a close or stray bytes are seen. */
+  release(conn: Conn): void {
+    conn.exchange = undefined
     const list = this.idle.get(conn.key) ?? []
     if (conn.gone || list.length >= MAX_IDLE_PER_ORIGIN) return void conn.socket.destroy()
     this.idle.set(conn.key, list)
     list.push(conn)
     conn.used = true
+    conn.idleSince = performance.now()
     conn.socket.unref()
-    conn.socket.setTimeout(IDLE_MS, conn.idleTimeout)
     conn.socket.resume()
+    // One timer for the pool, not one per connection re-armed at every release.
+    this.sweeper ??= setInterval(() => this.sweep(), Math.min(SWEEP_MS, this.idleMs)).unref()
+  }
+
+  private sweep(): void {
+    const now = performance.now()
+    let left = 0
+    for (const [key, list] of this.idle) {
+      const kept: Conn[] = []
+      for (const c of list) {
+        if (c.gone || c.socket.destroyed) continue
+        if (now - c.idleSince < this.idleMs) kept.push(c)
+        else c.socket.destroy()
+      }
+      if (kept.length > 0) this.idle.set(key, kept)
+      else this.idle.delete(key)
+      left += kept.length
+    }
+    if (left === 0) {
+      clearInterval(this.sweeper)
+      this.sweeper = undefined
+    }
+  }
+
+  /** Exchanges on `signal` are aborted with it (one listener per signal for the client's life). */
+  watch(signal: AbortSignal, exchange: Exchange): void {
+    let live = this.bySignal.get(signal)
+    if (!live) {
+      const set = new Set<Exchange>()
+      live = set
+      this.bySignal.set(signal, set)
+      signal.addEventListener('abort', () => {
+        for (const e of [...set]) e.signalled()
+      }, {once: true})
+    }
+    live.add(exchange)
+  }
+
+  unwatch(signal: AbortSignal, exchange: Exchange): void {
+    this.bySignal.get(signal)?.delete(exchange)
   }
 
   /** `background`: holds nothing open (a preconnect must not keep the process alive). */
@@ -210,100 +260,150 @@ export class RawHttpClient {
 
   private exchange(conn: Conn, request: string, signal: AbortSignal | undefined, headersTimeoutMs: number): Promise<RawReply> {
     return new Promise<RawReply>((resolve, reject) => {
-      const {socket} = conn
-      let head: Buffer = Buffer.alloc(0)
-      let headed = false
-      let remaining = 0
-      let reusable = false
-      let sawByte = false
-      let ended = false
-      const feed = new BodyFeed({
-        pause: () => socket.pause(),
-        resume: () => socket.resume(),
-        abort: () => {
-          if (!ended) socket.destroy()
-        },
-      })
-      const stop = () => {
-        clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-      }
-      const failHead = (error: Error) => {
-        stop()
-        conn.onData = undefined
-        conn.onGone = undefined
-        socket.destroy()
-        reject(error)
-      }
-      const onAbort = () => {
-        const reason = signal?.reason instanceof Error ? signal.reason : new Error('aborted')
-        if (headed) feed.abort(reason)
-        else failHead(reason)
-      }
-      const finishBody = () => {
-        ended = true
-        stop()
-        if (reusable) this.release(conn)
-        else {
-          conn.onData = undefined
-          conn.onGone = undefined
-          socket.destroy()
-        }
-        feed.end()
-      }
-      const body = (data: Buffer) => {
-        const n = Math.min(data.length, remaining)
-        // Bytes past the announced length: the connection is out of step; never reuse it.
-        if (data.length > n) reusable = false
-        remaining -= n
-        if (n > 0) feed.data(data.subarray(0, n))
-        if (remaining === 0 && !ended) finishBody()
-      }
-      conn.onData = (data) => {
-        sawByte = true
-        if (headed) return body(data)
-        const scanFrom = Math.max(0, head.length - 3)
-        head = head.length === 0 ? Buffer.from(data) : Buffer.concat([head, data])
-        const end = head.indexOf(HEAD_END, scanFrom)
-        if (end < 0 ? head.length > MAX_HEAD_BYTES : end > MAX_HEAD_BYTES) return failHead(new RawHttpError(`Response head longer than ${MAX_HEAD_BYTES} bytes.`, 'HPE_RAW_HEAD'))
-        if (end < 0) return
-        let parsed: ParsedHead
-        try {
-          parsed = parseHead(head.subarray(0, end).toString('latin1'))
-        } catch (error) {
-          return failHead(error as Error)
-        }
-        const rest = head.subarray(end + HEAD_END.length)
-        head = Buffer.alloc(0)
-        if ('unsupported' in parsed) return failHead(new RawUnsupported(parsed.unsupported))
-        headed = true
-        clearTimeout(timer)
-        remaining = parsed.length
-        reusable = parsed.keepAlive
-        // Paused until the consumer pumps (BodyFeed queues what is already here).
-        socket.pause()
-        resolve({status: parsed.status, headers: parsed.headers, body: feed.body})
-        if (rest.length > 0) body(rest)
-        else if (remaining === 0) finishBody()
-      }
-      conn.onGone = (error) => {
-        if (ended) return
-        if (!headed) {
-          // A kept-alive connection the server closed while it was idle: not this request's fault.
-          if (conn.used && !sawByte) return failHead(new StaleConnection(error))
-          return failHead(error)
-        }
-        stop()
-        feed.error(error)
-      }
-      const timer = setTimeout(() => failHead(new RawHttpError(`No response head within ${headersTimeoutMs} ms.`, 'ETIMEDOUT')), headersTimeoutMs)
-      if (signal?.aborted) return onAbort()
-      signal?.addEventListener('abort', onAbort, {once: true})
-      if (conn.gone) return conn.onGone(new RawHttpError('Connection closed early.', 'ERAW_CLOSED'))
-      socket.resume()
-      socket.write(request)
+      const exchange = new Exchange(this, conn, signal, resolve, reject)
+      if (signal?.aborted) return exchange.failHead(abortReason(signal))
+      if (conn.gone) return exchange.lost(new RawHttpError('Connection closed early.', 'ERAW_CLOSED'))
+      exchange.send(request, headersTimeoutMs)
     })
   }
+}
+
+const abortReason = (signal: AbortSignal | undefined): Error => (signal?.reason instanceof Error ? signal.reason : new Error('aborted'))
+
+/**
+ * One request and its reply on a connection: the head parsed as it arrives, then the body handed to
+ * a BodyFeed. An object with methods rather than a dozen closures per request (3.5 KB each; with
+ * two requests per small file, a large share of what the garbage collector did).
+ */
+class Exchange implements FeedSource {
+  /** Head bytes from earlier reads (a head split across reads); undefined while none. */
+  private head: Buffer | undefined
+  private headed = false
+  private remaining = 0
+  private reusable = false
+  private sawByte = false
+  private ended = false
+  private timer: NodeJS.Timeout | undefined
+  private readonly feed: BodyFeed
+
+  constructor(
+    private readonly client: RawHttpClient,
+    private readonly conn: Conn,
+    private readonly signal: AbortSignal | undefined,
+    private readonly resolve: (reply: RawReply) => void,
+    private readonly reject: (error: Error) => void,
+  ) {
+    this.feed = new BodyFeed(this, 'now')
+  }
+
+  send(request: string, headersTimeoutMs: number): void {
+    this.conn.exchange = this
+    this.timer = setTimeout(headTimedOut, headersTimeoutMs, this, headersTimeoutMs)
+    if (this.signal) this.client.watch(this.signal, this)
+    this.conn.socket.resume()
+    this.conn.socket.write(request)
+  }
+
+  // FeedSource: how the body steers the socket.
+  pause(): void {
+    this.conn.socket.pause()
+  }
+
+  resume(): void {
+    this.conn.socket.resume()
+  }
+
+  /** The consumer does not want the rest (STOP, destroy, its own failure). */
+  abort(): void {
+    if (!this.ended) this.conn.socket.destroy()
+  }
+
+  /** The abort signal fired. */
+  signalled(): void {
+    const error = abortReason(this.signal)
+    if (this.headed) this.feed.abort(error)
+    else this.failHead(error)
+  }
+
+  data(data: Buffer): void {
+    this.sawByte = true
+    if (this.headed) return this.body(data)
+    const earlier = this.head
+    const head = earlier === undefined ? data : Buffer.concat([earlier, data])
+    const end = head.indexOf(HEAD_END, earlier === undefined ? 0 : Math.max(0, earlier.length - 3))
+    if (end < 0 ? head.length > MAX_HEAD_BYTES : end > MAX_HEAD_BYTES) return this.failHead(new RawHttpError(`Response head longer than ${MAX_HEAD_BYTES} bytes.`, 'HPE_RAW_HEAD'))
+    if (end < 0) {
+      // The connection's buffer is read into again: what is kept is copied.
+      this.head = earlier === undefined ? Buffer.from(data) : head
+      return
+    }
+    this.head = undefined
+    let parsed: ParsedHead
+    try {
+      parsed = parseHead(head.toString('latin1', 0, end))
+    } catch (error) {
+      return this.failHead(error as Error)
+    }
+    if ('unsupported' in parsed) return this.failHead(new RawUnsupported(parsed.unsupported))
+    const rest = head.subarray(end + HEAD_END.length)
+    this.headed = true
+    clearTimeout(this.timer)
+    this.remaining = parsed.length
+    this.reusable = parsed.keepAlive
+    // Paused until the consumer pumps (BodyFeed queues what is already here), unless the whole
+    // body is already here: then the connection goes straight back to the pool.
+    if (rest.length < this.remaining) this.conn.socket.pause()
+    this.resolve({status: parsed.status, headers: parsed.headers, body: this.feed.body})
+    if (rest.length > 0) this.body(rest)
+    else if (this.remaining === 0) this.finishBody()
+  }
+
+  lost(error: Error): void {
+    if (this.ended) return
+    if (!this.headed) {
+      // A kept-alive connection the server closed while it was idle: not this request's fault.
+      if (this.conn.used && !this.sawByte) return this.failHead(new StaleConnection(error))
+      return this.failHead(error)
+    }
+    this.stop()
+    this.feed.error(error)
+  }
+
+  failHead(error: Error): void {
+    this.stop()
+    this.conn.exchange = undefined
+    this.conn.socket.destroy()
+    this.reject(error)
+  }
+
+  private body(data: Buffer): void {
+    const n = Math.min(data.length, this.remaining)
+    // Bytes past the announced length: the connection is out of step; never reuse it.
+    if (data.length > n) this.reusable = false
+    this.remaining -= n
+    if (n > 0) this.feed.data(n < data.length ? data.subarray(0, n) : data, false, this.remaining === 0)
+    if (this.remaining === 0 && !this.ended) this.finishBody()
+  }
+
+  private finishBody(): void {
+    this.ended = true
+    this.stop()
+    if (this.reusable) this.client.release(this.conn)
+    else {
+      this.conn.exchange = undefined
+      this.conn.socket.destroy()
+    }
+    this.feed.end()
+  }
+
+  private stop(): void {
+    clearTimeout(this.timer)
+    if (this.signal) this.client.unwatch(this.signal, this)
+  }
+}
+
+function headTimedOut(exchange: Exchange, ms: number): void {
+  exchange.failHead(new RawHttpError(`No response head within ${ms} ms.`, 'ETIMEDOUT'))
 }
 
 class StaleConnection extends Error {
@@ -312,39 +412,73 @@ class StaleConnection extends Error {
   }
 }
 
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+// eslint-disable-next-line no-control-regex
+const LINE_BREAK_OR_NUL = /[\r\n\0]/
+/** Headers this client writes itself (Host) or that would change how the request is framed. */
+const NOT_PASSED = new Set(['host', 'connection', 'content-length', 'transfer-encoding'])
+
 function requestText(url: URL, headers: Record<string, string>): string {
-  const lines = [`GET ${url.pathname || '/'}${url.search} HTTP/1.1`, `Host: ${url.host}`]
-  const given = new Set(Object.keys(headers).map((k) => k.toLowerCase()))
-  if (!given.has('user-agent')) lines.push('User-Agent: ms-resume')
-  if (!given.has('accept')) lines.push('Accept: */*')
-  for (const [name, value] of Object.entries(headers)) {
+  let given = ''
+  let agent = false
+  let accept = false
+  for (const name of Object.keys(headers)) {
+    const value = String(headers[name])
     // A line break would let a header value write a request of its own.
-    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || /[\r\n\0]/.test(String(value))) throw new RawHttpError(`Refusing to send header ${JSON.stringify(name)}: not a valid header.`, 'HPE_RAW_HEAD')
-    if (['host', 'connection', 'content-length', 'transfer-encoding'].includes(name.toLowerCase())) continue
-    lines.push(`${name}: ${value}`)
+    if (!TOKEN.test(name) || LINE_BREAK_OR_NUL.test(value)) throw new RawHttpError(`Refusing to send header ${JSON.stringify(name)}: not a valid header.`, 'HPE_RAW_HEAD')
+    const lower = headerKey(name)
+    if (lower === 'user-agent') agent = true
+    else if (lower === 'accept') accept = true
+    else if (NOT_PASSED.has(lower)) continue
+    given += `${name}: ${value}\r\n`
   }
-  return `${lines.join('\r\n')}\r\n\r\n`
+  return `GET ${url.pathname || '/'}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\n${agent ? '' : 'User-Agent: ms-resume\r\n'}${accept ? '' : 'Accept: */*\r\n'}${given}\r\n`
+}
+
+/** Header names as met on the wire, lower-cased: the same dozen names come in every reply. */
+const headerKeys = new Map<string, string>()
+
+/** `name` lower-cased (a valid token; checked by the caller or here). */
+function headerKey(name: string): string {
+  let key = headerKeys.get(name)
+  if (key === undefined) {
+    key = name.toLowerCase()
+    if (headerKeys.size < 1000) headerKeys.set(name, key)
+  }
+  return key
 }
 
 type ParsedHead =
   | {status: number; headers: Record<string, string | undefined>; length: number; keepAlive: boolean}
   | {unsupported: string}
 
+const DIGITS = /^\d{1,15}$/
+
 /** Status line and headers (names lower-cased, repeats joined with ", "), and how the body ends. */
 export function parseHead(text: string): ParsedHead {
-  const lines = text.split('\r\n')
-  const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0] ?? '')
-  if (!m) throw new RawHttpError(`Bad status line ${JSON.stringify((lines[0] ?? '').slice(0, 80))}.`, 'HPE_RAW_HEAD')
-  if (lines.length - 1 > MAX_HEADERS) throw new RawHttpError(`More than ${MAX_HEADERS} response headers.`, 'HPE_RAW_HEAD')
+  let eol = text.indexOf('\r\n')
+  if (eol < 0) eol = text.length
+  const statusLine = text.slice(0, eol)
+  const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(statusLine)
+  if (!m) throw new RawHttpError(`Bad status line ${JSON.stringify(statusLine.slice(0, 80))}.`, 'HPE_RAW_HEAD')
   const status = Number(m[2])
   const headers: Record<string, string | undefined> = {}
-  for (const line of lines.slice(1)) {
-    const colon = line.indexOf(':')
-    const name = line.slice(0, colon)
-    if (colon <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) throw new RawHttpError(`Bad header line ${JSON.stringify(line.slice(0, 80))}.`, 'HPE_RAW_HEAD')
-    const key = name.toLowerCase()
-    const value = line.slice(colon + 1).trim()
-    headers[key] = headers[key] === undefined ? value : `${headers[key]}, ${value}`
+  let count = 0
+  for (let at = eol + 2; at <= text.length; at = eol + 2) {
+    eol = text.indexOf('\r\n', at)
+    if (eol < 0) eol = text.length
+    if (++count > MAX_HEADERS) throw new RawHttpError(`More than ${MAX_HEADERS} response headers.`, 'HPE_RAW_HEAD')
+    const colon = text.indexOf(':', at)
+    const name = colon > at && colon < eol ? text.slice(at, colon) : ''
+    // A name seen before was a valid token then.
+    let key = headerKeys.get(name)
+    if (key === undefined) {
+      if (!TOKEN.test(name)) throw new RawHttpError(`Bad header line ${JSON.stringify(text.slice(at, Math.min(eol, at + 80)))}.`, 'HPE_RAW_HEAD')
+      key = headerKey(name)
+    }
+    const value = text.slice(colon + 1, eol).trim()
+    const before = headers[key]
+    headers[key] = before === undefined ? value : `${before}, ${value}`
   }
   if (status < 200) return {unsupported: `HTTP ${status}`}
   if (headers['transfer-encoding'] !== undefined) return {unsupported: `Transfer-Encoding: ${headers['transfer-encoding']}`}
@@ -352,9 +486,10 @@ export function parseHead(text: string): ParsedHead {
   if (status === 204 || status === 304) return {status, headers, length: 0, keepAlive}
   const lengthText = headers['content-length']
   if (lengthText === undefined) return {unsupported: 'no Content-Length'}
+  if (DIGITS.test(lengthText)) return {status, headers, length: Number(lengthText), keepAlive}
   // Repeated identical values are allowed (RFC 9110 8.6); anything else is a malformed reply.
   const values = new Set(lengthText.split(',').map((v) => v.trim()))
   const only = values.size === 1 ? [...values][0] : ''
-  if (!/^\d{1,15}$/.test(only)) throw new RawHttpError(`Bad Content-Length ${JSON.stringify(lengthText.slice(0, 40))}.`, 'HPE_RAW_LENGTH')
+  if (!DIGITS.test(only)) throw new RawHttpError(`Bad Content-Length ${JSON.stringify(lengthText.slice(0, 40))}.`, 'HPE_RAW_LENGTH')
   return {status, headers, length: Number(only), keepAlive}
 }

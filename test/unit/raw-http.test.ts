@@ -1,3 +1,4 @@
+import {getEventListeners} from 'node:events'
 import net from 'node:net'
 import tls from 'node:tls'
 import type {AddressInfo} from 'node:net'
@@ -17,6 +18,8 @@ type Script = (ctx: {request: number; connection: number; head: string}) => {wri
 interface Scripted {
   url: string
   connections: number
+  /** Connections that have closed. */
+  closed: number
   requests: string[]
   /** Per connection: whether its TLS session was resumed. */
   resumed: boolean[]
@@ -26,12 +29,15 @@ interface Scripted {
 /** A server that answers each request on a connection as `script` says (keep-alive unless told to close). */
 async function scripted(kind: 'http' | 'https', script: Script): Promise<Scripted> {
   const sockets = new Set<net.Socket>()
-  const state: Scripted = {url: '', connections: 0, requests: [], resumed: [], close: async () => {}}
+  const state: Scripted = {url: '', connections: 0, closed: 0, requests: [], resumed: [], close: async () => {}}
   const onSocket = (socket: net.Socket) => {
     const connection = state.connections++
     if (socket instanceof tls.TLSSocket) state.resumed[connection] = socket.isSessionReused()
     sockets.add(socket)
-    socket.on('close', () => sockets.delete(socket))
+    socket.on('close', () => {
+      sockets.delete(socket)
+      state.closed++
+    })
     socket.on('error', () => {})
     let pending = ''
     socket.on('data', (d: Buffer) => {
@@ -191,6 +197,41 @@ describe('raw-http: the onread body reader', function () {
       expect(Date.now() - started).to.be.lessThan(5000)
     })
   }
+
+  it('an idle connection is closed after idleMs; the next request opens a new one', async () => {
+    client.close()
+    client = new RawHttpClient({connectTimeoutMs: 2000, idleMs: 100})
+    let closed = 0
+    server = await scripted('http', ({request}) => ({write: ok(`reply ${request}`)}))
+    expect((await readAll(client, server.url)).text).to.equal('reply 0')
+    expect((await readAll(client, server.url)).text).to.equal('reply 1')
+    expect(server.connections, 'reused while fresh').to.equal(1)
+    for (let i = 0; i < 100 && closed === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      closed = server.closed
+    }
+    expect(closed, 'the idle connection closed').to.equal(1)
+    expect((await readAll(client, server.url)).text).to.equal('reply 2')
+    expect(server.connections).to.equal(2)
+  })
+
+  it('requests on one abort signal add one listener to it; aborting fails the one waiting for its head', async () => {
+    server = await scripted('http', ({request}) => (request === 20 ? {write: '', hold: true} : {write: ok(`reply ${request}`)}))
+    const controller = new AbortController()
+    const read = async () => {
+      const res = await openBody({url: server!.url, headers: {}, headersFor: () => ({}), headersTimeoutMs: 2000, maxRetryAfterMs: 1000, raw: client, signal: controller.signal})
+      const parts: Buffer[] = []
+      await res.body.pump((d) => void parts.push(Buffer.from(d)))
+      return Buffer.concat(parts).toString()
+    }
+    for (let i = 0; i < 20; i++) expect(await read()).to.equal(`reply ${i}`)
+    expect(getEventListeners(controller.signal, 'abort').length).to.equal(1)
+    const waiting = failure(read())
+    for (let i = 0; i < 100 && server.requests.length < 21; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    controller.abort(new Error('stop now'))
+    expect((await waiting).message).to.match(/stop now|aborted/)
+    expect(getEventListeners(controller.signal, 'abort').length).to.equal(0)
+  })
 
   it('a header value with a line break is never sent', async () => {
     server = await scripted('http', () => ({write: ok('x')}))
