@@ -3,7 +3,7 @@ import type {Manifest} from '../integrity/manifest.js'
 import {type FileRecord, durableBytes} from '../journal/schema.js'
 import {MsrError} from '../errors.js'
 import {isSizeOnly, sameVersion} from '../integrity/size-only.js'
-import {assertNoCollisions, assertSafeRepoPath, resolveInside} from '../store/safe-path.js'
+import {assertNoCollisions, resolveInside} from '../store/safe-path.js'
 import {makePathFilter} from './filter.js'
 import type {PlannedFile} from './summary.js'
 
@@ -39,10 +39,8 @@ export function selectFiles(listing: HubListing, opts: Selection): HubFile[] {
     }
     files = pinned.filter((f) => keep(f.path))
   }
-  for (const f of files) {
-    assertSafeRepoPath(f.path)
-    resolveInside(opts.modelDir, f.path)
-  }
+  // Checks the name (assertSafeRepoPath), then that it resolves inside the model directory.
+  for (const f of files) resolveInside(opts.modelDir, f.path)
   assertNoCollisions(files.map((f) => f.path))
   return files
 }

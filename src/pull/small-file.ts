@@ -16,6 +16,7 @@ import {ensureParentDirs} from '../store/finalize.js'
 import {PARTIAL_DIR, partialNameFor} from '../store/layout.js'
 import {O_NOFOLLOW} from '../store/state-file.js'
 import {STOP} from '../transfer/body.js'
+import {openBody} from '../transfer/http-body.js'
 import {sleep} from '../transfer/rate-limiter.js'
 import {nextDelayMs} from '../transfer/retry-policy.js'
 import {judgeReply, rangeHeader} from '../transfer/content-range.js'
@@ -130,7 +131,6 @@ let xxh: ((data: Uint8Array) => string) | undefined
 
 /** The file's bytes from one ranged GET (undefined: not a usable reply), or a transport error. */
 async function fetchWhole(file: HubFile, ctx: JobContext): Promise<Buffer | undefined> {
-  const {openBody} = await import('../transfer/http-body.js')
   const res = await openBody({
     url: ctx.hub.fileUrl(ctx.modelId, ctx.revision, file.path),
     headers: {Range: rangeHeader(0, file.size), 'Accept-Encoding': 'identity'},

@@ -21,7 +21,8 @@ export function unsafeReason(repoPath: string): string | undefined {
   for (const segment of repoPath.split('/')) {
     if (segment === '') return 'empty path segment'
     if (segment === '.' || segment === '..') return `"${segment}" path segment`
-    if (Buffer.byteLength(segment) > 255) return 'path segment longer than 255 bytes'
+    // A UTF-16 unit is at most 3 bytes of UTF-8: only a segment over 85 units can be too long.
+    if (segment.length > 85 && Buffer.byteLength(segment) > 255) return 'path segment longer than 255 bytes'
   }
   return undefined
 }
@@ -32,6 +33,9 @@ export function unsafeReason(repoPath: string): string | undefined {
  * the trailing dots or spaces Windows drops: a hub file there would overwrite the journal or the index.
  */
 export function reservedReason(repoPath: string): string | undefined {
+  // Every reserved name starts with a dot, and nothing before it turns into one (NFC keeps a
+  // first character that is not a combining mark; lower-casing never makes a dot).
+  if (!repoPath.startsWith('.') && !/^\p{M}/u.test(repoPath)) return undefined
   const first = repoPath.split('/')[0].normalize('NFC').toLowerCase().replace(/[. ]+$/, '')
   if (!RESERVED_TOP_LEVEL.has(first)) return undefined
   return first === STATE_DIR_NAME ? "ms-resume's own state directory" : "the ModelScope client's own index"
@@ -54,11 +58,19 @@ export function assertSafeRepoPath(repoPath: string): void {
   }
 }
 
+/** `root` made absolute; the last one asked for is kept (a pull asks for the same one per file). */
+export function absoluteRoot(root: string): string {
+  if (root !== lastRoot?.root) lastRoot = {root, abs: path.resolve(root)}
+  return lastRoot.abs
+}
+
+let lastRoot: {root: string; abs: string} | undefined
+
 /** Resolves a checked repo path under root and proves the result is inside root. */
 export function resolveInside(root: string, repoPath: string): string {
   assertSafeRepoPath(repoPath)
-  const absRoot = path.resolve(root)
-  const target = path.resolve(absRoot, ...repoPath.split('/'))
+  const absRoot = absoluteRoot(root)
+  const target = path.resolve(absRoot, repoPath)
   if (!target.startsWith(absRoot + path.sep)) {
     throw new MsrError('E_UNSAFE_PATH', `Refusing file name that resolves outside the target directory: ${JSON.stringify(repoPath)}.`, {
       path: repoPath,
