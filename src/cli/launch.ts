@@ -2,8 +2,9 @@ import {readFileSync} from 'node:fs'
 import {createRequire} from 'node:module'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
-import {getHeapSpaceStatistics, setFlagsFromString} from 'node:v8'
 import vm from 'node:vm'
+
+import {boundHeap} from './v8-flags.js'
 
 /**
  * What bin/run.js runs. A command that does its work runs from one bundle (dist/ms-resume.cjs: our
@@ -93,45 +94,6 @@ export function loadBundle(file: string, cacheFile: string): {bundle: Bundle; ca
   const fn = script.runInThisContext() as (e: unknown, r: NodeJS.Require, m: unknown, f: string, d: string) => void
   fn.call(module.exports, module.exports, createRequire(file), module, file, path.dirname(file))
   return {bundle: module.exports, cache: !cachedData ? 'none' : script.cachedDataRejected ? 'rejected' : 'used'}
-}
-
-/** The young generation stops growing at this size (two semi-spaces of half of it). */
-const NEW_SPACE_CAP_BYTES = 8 * 1024 * 1024
-/** From this old generation on, it may grow by 30 % of its live size between collections. */
-const OLD_SPACE_BOUND_BYTES = 12 * 1024 * 1024
-
-/**
- * V8's defaults let a pull of 100,000 small files reach 400 MB of RSS holding 60 MB of live data:
- * semi-spaces grown to 16 MiB each, and an old generation allowed to double between collections.
- * The young generation stops growing at 8 MiB (1 MiB kept request-scoped objects too short a time
- * and promoted them), and the old generation may grow by 30 % of its live size. Measured on 3,000
- * small files: peak RSS 155-163 -> 122-127 MB, CPU within noise (+0.1 s of 3.5). 50 % let a pull of
- * 100,000 files hold 157 MB before its end; 30 %: 145 MB.
- *
- * Each flag is set once its space has grown that far, never at start-up: a V8 flag set at run
- * time changes the flag hash that Node's built-in modules' code cache is checked against, and
- * every built-in loaded afterwards is compiled from source (set before a no-op pull loaded http,
- * crypto and the rest: 14 ms, 240 -> 254 ms, 25 runs interleaved). The bundle's own code cache was
- * checked before.
- */
-export function boundHeap(set: (flags: string) => void = setFlagsFromString, spaces = getHeapSpaceStatistics): NodeJS.Timeout {
-  let young = false
-  let old = false
-  const cap = setInterval(() => {
-    for (const s of spaces()) {
-      if (!young && s.space_name === 'new_space' && s.space_size >= NEW_SPACE_CAP_BYTES) {
-        set('--semi-space-growth-factor=1')
-        young = true
-      }
-      if (!old && s.space_name === 'old_space' && s.space_size >= OLD_SPACE_BOUND_BYTES) {
-        set('--heap-growing-percent=30')
-        old = true
-      }
-    }
-    if (young && old) clearInterval(cap)
-  }, 50)
-  cap.unref()
-  return cap
 }
 
 export async function launch(binUrl: string): Promise<void> {

@@ -2,6 +2,7 @@ import * as Args from '@oclif/core/args'
 import * as Flags from '@oclif/core/flags'
 
 import {BaseCommand} from '../cli/base-command.js'
+import {tuneForLongRun} from '../cli/v8-flags.js'
 import {checkLevelFrom, datasetFlag, hubFlags, hubFrom, locationFlags, locationFrom, repoFrom, retryPolicyFrom} from '../cli/flags.js'
 import {MsrError} from '../errors.js'
 import {manifestKind, readManifest} from '../integrity/manifest.js'
@@ -80,7 +81,11 @@ By default files go to the ModelScope cache ($MODELSCOPE_CACHE or ~/.cache/model
         lockWaitMs: flags['lock-wait'] === undefined ? undefined : flags['lock-wait'] * 1000,
         dryRun: flags['dry-run'],
         // Events name the repo by id; a dataset's say so (pull itself is the same for both kinds).
-        emit: (e) => reporter.event(repo.kind === 'dataset' && (e.type === 'listing' || e.type === 'start') ? {...e, repoKind: 'dataset'} : e),
+        emit: (e) => {
+          // Downloads ahead: tune V8 for a run that lasts (a no-op pull never gets here).
+          if (e.type === 'start' && e.toDownloadBytes > 0) tuneForLongRun()
+          reporter.event(repo.kind === 'dataset' && (e.type === 'listing' || e.type === 'start') ? {...e, repoKind: 'dataset'} : e)
+        },
         signal: this.signal,
       })
       reporter.summary(summary, {printPath: flags['print-path']})

@@ -1,3 +1,4 @@
+import {spawnSync} from 'node:child_process'
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -6,7 +7,8 @@ import vm from 'node:vm'
 
 import {expect} from 'chai'
 
-import {BUILD_LINE_PREFIX, BUNDLE_FILE, boundHeap, bundledCommand, loadBundle, sourceText, wrapBundle} from '../../src/cli/launch.js'
+import {BUILD_LINE_PREFIX, BUNDLE_FILE, bundledCommand, loadBundle, sourceText, wrapBundle} from '../../src/cli/launch.js'
+import {LONG_RUN_FLAGS, boundHeap, tuneForLongRun} from '../../src/cli/v8-flags.js'
 
 const ID = '0123456789abcdef0123456789abcdef'
 
@@ -122,5 +124,17 @@ describe('launch: commands run from the bundle and its code cache', () => {
     } finally {
       clearInterval(cap)
     }
+  })
+
+  it('tunes V8 for a long run once per process, with flags this Node accepts', () => {
+    const set: string[] = []
+    // Whether this is the first call in the process depends on what ran before; the second never sets.
+    const first = tuneForLongRun((f) => set.push(f))
+    expect(tuneForLongRun((f) => set.push(f))).to.equal(false)
+    expect(set).to.deep.equal(first ? [LONG_RUN_FLAGS] : [])
+    // An unknown V8 option on the command line is an error: these are known.
+    const run = spawnSync(process.execPath, [...LONG_RUN_FLAGS.split(' '), '-e', '0'], {encoding: 'utf8'})
+    expect(run.status, run.stderr).to.equal(0)
+    expect(spawnSync(process.execPath, ['--no-such-v8-flag-at-all', '-e', '0']).status, 'the check can fail').to.not.equal(0)
   })
 })
