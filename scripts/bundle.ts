@@ -5,6 +5,7 @@
  * 0.25 s from the bundle with the code cache. Node 22 has module.enableCompileCache() for ESM;
  * Node 20 can only cache a script compiled through vm, hence one CommonJS file.
  */
+import {spawnSync} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import fs from 'node:fs/promises'
 import path from 'node:path'
@@ -243,3 +244,11 @@ await fs.writeFile(bundlePath, source)
 const script = new vm.Script(wrapBundle(source), {filename: bundlePath})
 await fs.writeFile(path.join(dist, CODE_CACHE_FILE), Buffer.concat([Buffer.from(buildId, 'latin1'), script.createCachedData()]))
 process.stdout.write(`wrote ${path.relative(process.cwd(), bundlePath)} (${(source.length / 1024).toFixed(0)} KiB) and its code cache\n`)
+// The cache above holds the top level only; train-code-cache.ts replaces it with one made after
+// two pulls ran (a fresh process: V8's default flags). Should that fail, this one stays.
+const training = spawnSync(process.execPath, [path.join(dist, 'scripts', 'train-code-cache.js')], {stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8', timeout: 120_000})
+if (training.status !== 0) {
+  const lines = training.stderr.trim().split('\n')
+  const why = training.error?.message ?? (lines.reverse().find((line) => /error/i.test(line)) ?? lines[0]) ?? `exit ${training.status ?? training.signal}`
+  process.stderr.write(`scripts/bundle.ts: the code cache was not trained (${why}); the untrained one stays (start-up ~15 ms slower)\n`)
+}

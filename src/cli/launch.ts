@@ -37,7 +37,7 @@ export function bundledCommand(argv: string[]): string | undefined {
   return id
 }
 
-interface Bundle {
+export interface Bundle {
   runCommand(id: string, argv: string[], root: string): Promise<void>
 }
 
@@ -85,6 +85,15 @@ export function loadBundle(file: string, cacheFile: string): {bundle: Bundle; ca
   } catch {
     // no cache: compiled from source
   }
+  const {script, bundle} = runBundle(source, file, cachedData)
+  return {bundle, cache: !cachedData ? 'none' : script.cachedDataRejected ? 'rejected' : 'used'}
+}
+
+/**
+ * Compiles the bundle's `source` (from `file`) as launch does, with `cachedData` if given, and runs
+ * its top level. scripts/train-code-cache.ts makes the code cache from the same Script.
+ */
+export function runBundle(source: string, file: string, cachedData?: Buffer): {script: vm.Script; bundle: Bundle} {
   const script = new vm.Script(wrapBundle(source), {
     filename: file,
     cachedData,
@@ -93,7 +102,7 @@ export function loadBundle(file: string, cacheFile: string): {bundle: Bundle; ca
   const module = {exports: {} as Bundle}
   const fn = script.runInThisContext() as (e: unknown, r: NodeJS.Require, m: unknown, f: string, d: string) => void
   fn.call(module.exports, module.exports, createRequire(file), module, file, path.dirname(file))
-  return {bundle: module.exports, cache: !cachedData ? 'none' : script.cachedDataRejected ? 'rejected' : 'used'}
+  return {script, bundle: module.exports}
 }
 
 export async function launch(binUrl: string): Promise<void> {
