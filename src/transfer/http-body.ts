@@ -1,7 +1,7 @@
 import type {Agent, Dispatcher} from 'undici'
 
 import {knobs} from '../config.js'
-import type {Body} from './body.js'
+import type {Body, Take} from './body.js'
 import {BodyFeed} from './body-feed.js'
 import {RawHttpClient, RawUnsupported} from './raw-http.js'
 import {networkError, statusError} from './http.js'
@@ -146,14 +146,25 @@ function defaultRaw(): RawHttpClient {
 
 /** Transport errors met while pumping become MsrErrors too (retryable E_NETWORK and friends). */
 function wrapErrors(body: Body, url: URL, signal?: AbortSignal): Body {
-  return {
-    pump: (take) => body.pump(take).catch((error: unknown) => {
-      throw networkError(error, url, signal)
-    }),
-    destroy: (error) => body.destroy(error),
-    get ended() {
-      return body.ended
-    },
+  return new ErrorMappedBody(body, url, signal)
+}
+
+/** One object per reply rather than three closures and a getter. */
+class ErrorMappedBody implements Body {
+  constructor(private readonly body: Body, private readonly url: URL, private readonly signal: AbortSignal | undefined) {}
+
+  pump(take: Take): Promise<'end' | 'stopped'> {
+    return this.body.pump(take).catch((error: unknown) => {
+      throw networkError(error, this.url, this.signal)
+    })
+  }
+
+  destroy(error?: Error): void {
+    this.body.destroy(error)
+  }
+
+  get ended(): boolean {
+    return this.body.ended
   }
 }
 

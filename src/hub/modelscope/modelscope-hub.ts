@@ -2,6 +2,7 @@ import {MsrError, isMsrError} from '../../errors.js'
 import type {EventSink} from '../../events.js'
 import {knobs} from '../../config.js'
 import {kindDir} from '../../store/layout.js'
+import {formEncode} from '../form-encode.js'
 import {type JsonItems, getJson} from '../../transfer/http.js'
 import {sleep} from '../../transfer/rate-limiter.js'
 import {type RetryPolicy, nextDelayMs} from '../../transfer/retry-policy.js'
@@ -84,10 +85,17 @@ export class ModelScopeHub implements Hub {
   }
 
   fileUrl(modelId: string, revision: string, filePath: string): string {
-    // Datasets: as the official client asks for them (Source=SDK first).
-    const query = new URLSearchParams(this.repoKind === 'dataset' ? {Source: 'SDK', Revision: revision, FilePath: filePath} : {Revision: revision, FilePath: filePath})
-    return `${this.endpoint}/api/v1/${kindDir(this.repoKind)}/${modelId}/repo?${query.toString()}`
+    let prefix = this.fileUrlPrefix
+    if (prefix?.modelId !== modelId || prefix.revision !== revision) {
+      // Datasets: as the official client asks for them (Source=SDK first).
+      const query = `${this.repoKind === 'dataset' ? 'Source=SDK&' : ''}Revision=${formEncode(revision)}&FilePath=`
+      prefix = this.fileUrlPrefix = {modelId, revision, text: `${this.endpoint}/api/v1/${kindDir(this.repoKind)}/${modelId}/repo?${query}`}
+    }
+    return prefix.text + formEncode(filePath)
   }
+
+  /** The part of fileUrl before FilePath's value, for the model and revision asked for last. */
+  private fileUrlPrefix: {modelId: string; revision: string; text: string} | undefined
 
   async listFiles(modelId: string, revision: string, signal?: AbortSignal): Promise<HubListing> {
     if (this.repoKind === 'dataset') return this.listDataset(modelId, revision, signal)
