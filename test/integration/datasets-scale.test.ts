@@ -4,11 +4,13 @@ import path from 'node:path'
 
 import {expect} from 'chai'
 
+import {readManifest} from '../../src/integrity/manifest.js'
 import {readModelscopeIndex} from '../../src/hub/modelscope/python-index.js'
 import {HubEmulator, datasetKey} from '../support/emulator.js'
 import {makeTmpDir, runMeasured, testEnv} from '../support/cli.js'
 import {datasetDir} from '../support/datasets.js'
 import {readJournalOnDisk} from '../support/journal-read.js'
+import {statePaths} from '../support/state-paths.js'
 
 const MiB = 1024 * 1024
 
@@ -58,7 +60,9 @@ describe('datasets at scale (fault-matrix.md: Scale)', function () {
     const records = Object.values(journal!.doc.files)
     expect(records).to.have.length(COUNT)
     expect(records.every((r) => r.status === 'complete')).to.equal(true)
+    // Written one after the other above 5,000 files (finishModel): both in full.
     expect((await readModelscopeIndex(dir)).files).to.have.length(COUNT)
+    expect((await readManifest(statePaths(dir).manifest)).files).to.have.length(COUNT)
     // Bounded: the listing, the journal and 16 files in flight, not the bytes of 10,000 files.
     expect(res.peakRssBytes, 'peak RSS').to.be.greaterThan(0).and.lessThan(600 * MiB)
 
