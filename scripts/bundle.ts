@@ -245,7 +245,7 @@ const script = new vm.Script(wrapBundle(source), {filename: bundlePath})
 await fs.writeFile(path.join(dist, CODE_CACHE_FILE), Buffer.concat([Buffer.from(buildId, 'latin1'), script.createCachedData()]))
 process.stdout.write(`wrote ${path.relative(process.cwd(), bundlePath)} (${(source.length / 1024).toFixed(0)} KiB) and its code cache\n`)
 // The cache above holds the top level only; train-code-cache.ts replaces it with one made after
-// two pulls ran (a fresh process: V8's default flags). Should that fail, this one stays.
+// a no-op pull ran (a fresh process: V8's default flags). Should that fail, this one stays.
 const training = spawnSync(process.execPath, [path.join(dist, 'scripts', 'train-code-cache.js')], {stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8', timeout: 120_000})
 if (training.status !== 0) {
   const lines = training.stderr.trim().split('\n')
