@@ -259,12 +259,9 @@ async function finishModel(opts: PullOptions, location: ModelLocation, listing: 
   // from 147.3-147.5 to 148.6-149.5 MiB.
   const manifestStep = () => (opts.repairFromManifest ? undefined : writeModelManifest(opts, location, verified, journal, revision, listing))
   const indexStep = () => opts.hub.afterComplete?.({modelDir: location.modelDir, cacheRoot: location.cacheRoot, layout: location.layout, modelId: opts.modelId, listing: {...listing, files: verified}, emit: opts.emit})
-  const done: Array<PromiseSettledResult<unknown>> = []
-  if (verified.length > SIDE_BY_SIDE_MAX_FILES) {
-    for (const step of [manifestStep, indexStep]) done.push(...(await Promise.allSettled([step()])))
-  } else {
-    done.push(...(await Promise.allSettled([manifestStep(), indexStep()])))
-  }
+  const done = verified.length > SIDE_BY_SIDE_MAX_FILES
+    ? [...(await Promise.allSettled([manifestStep()])), ...(await Promise.allSettled([indexStep()]))]
+    : await Promise.allSettled([manifestStep(), indexStep()])
   // Both were tried either way; the first failure is the pull's.
   for (const step of done) if (step.status === 'rejected') throw step.reason
 }

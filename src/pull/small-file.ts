@@ -20,6 +20,7 @@ import {openBody} from '../transfer/http-body.js'
 import {sleep} from '../transfer/rate-limiter.js'
 import {nextDelayMs} from '../transfer/retry-policy.js'
 import {judgeReply, rangeHeader} from '../transfer/content-range.js'
+import {DeadlineWatch} from '../transfer/deadline-watch.js'
 import type {JobContext} from './file-job.js'
 
 /**
@@ -148,11 +149,12 @@ async function fetchWhole(file: HubFile, ctx: JobContext): Promise<Buffer | unde
   const data = Buffer.allocUnsafe(file.size)
   let filled = 0
   // A body that stops arriving ends the try (the resumable path has the stall detector).
-  const watched = {lastByteAt: performance.now(), idleMs: ctx.idleTimeoutMs, end: () => res.body.destroy(new MsrError('E_TIMEOUT', `No data for ${file.path} in ${ctx.idleTimeoutMs} ms.`, {path: file.path, retryable: true}))}
-  watch(watched)
+  const idleMs = ctx.idleTimeoutMs
+  const watched = {deadline: performance.now() + idleMs, expire: () => res.body.destroy(new MsrError('E_TIMEOUT', `No data for ${file.path} in ${idleMs} ms.`, {path: file.path, retryable: true}))}
+  bodiesInFlight.add(watched, idleMs)
   try {
     await res.body.pump((piece) => {
-      watched.lastByteAt = performance.now()
+      watched.deadline = performance.now() + idleMs
       const n = Math.min(piece.length, file.size - filled)
       piece.copy(data, filled, 0, n)
       filled += n
@@ -161,38 +163,14 @@ async function fetchWhole(file: HubFile, ctx: JobContext): Promise<Buffer | unde
       return n < piece.length ? STOP : undefined
     })
   } finally {
-    watching.delete(watched)
+    bodiesInFlight.delete(watched)
   }
   if (filled < file.size) throw new MsrError('E_NETWORK', `The reply for ${file.path} ended after ${filled} of ${file.size} bytes.`, {path: file.path, retryable: true})
   return data
 }
 
-interface Watched {
-  lastByteAt: number
-  idleMs: number
-  end: () => void
-}
-
-const watching = new Set<Watched>()
-let watchdog: NodeJS.Timeout | undefined
-
-/** One timer for every body in flight (a timer per small file cost more than its hash). */
-function watch(w: Watched): void {
-  watching.add(w)
-  watchdog ??= setInterval(() => {
-    const now = performance.now()
-    for (const x of watching) {
-      if (now - x.lastByteAt < x.idleMs) continue
-      watching.delete(x)
-      x.end()
-    }
-    if (watching.size === 0) {
-      clearInterval(watchdog)
-      watchdog = undefined
-    }
-  }, 250)
-  watchdog.unref()
-}
+/** Every small body in flight: one interval for their idle deadlines. */
+const bodiesInFlight = new DeadlineWatch()
 
 /**
  * Creates the partial (never over anything: a partial left there is the resumable path's), writes

@@ -1,6 +1,7 @@
 import type {Agent, Dispatcher} from 'undici'
 
 import {knobs} from '../config.js'
+import {abortReason} from './abort-reason.js'
 import type {Body, Take} from './body.js'
 import {BodyFeed} from './body-feed.js'
 import {RawHttpClient, RawUnsupported} from './raw-http.js'
@@ -197,14 +198,14 @@ function get(dispatcher: Dispatcher, url: URL, headers: Record<string, string>, 
       },
     })
     const onAbort = () => {
-      const reason = signal?.reason instanceof Error ? signal.reason : new Error('aborted')
+      const reason = abortReason(signal)
       if (!headed) reject(reason)
       feed.abort(reason)
     }
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(c) {
         controller = c
-        if (signal?.aborted) c.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
+        if (signal?.aborted) c.abort(abortReason(signal))
       },
       onResponseStart(c, statusCode, rawHeaders) {
         headed = true
@@ -224,7 +225,7 @@ function get(dispatcher: Dispatcher, url: URL, headers: Record<string, string>, 
         feed.error(error)
       },
     }
-    if (signal?.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
+    if (signal?.aborted) return reject(abortReason(signal))
     signal?.addEventListener('abort', onAbort, {once: true})
     dispatcher.dispatch({
       origin: url.origin,

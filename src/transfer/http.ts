@@ -7,6 +7,7 @@ import type {Dispatcher} from 'undici'
 
 import {MsrError} from '../errors.js'
 import {JsonItemScanner, parseWithItems} from '../json-items.js'
+import {abortReason} from './abort-reason.js'
 import {parseRetryAfterMs} from './retry-policy.js'
 import {httpsModuleNow} from './tls-on-demand.js'
 
@@ -285,7 +286,7 @@ function getViaDispatcher(dispatcher: Dispatcher, url: URL, headers: Record<stri
     let status = 0
     let head: Record<string, string | undefined> = {}
     let controller: Dispatcher.DispatchController | undefined
-    const onAbort = () => controller?.abort(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted'))
+    const onAbort = () => controller?.abort(abortReason(opts.signal))
     const done = (error?: Error) => {
       opts.signal?.removeEventListener('abort', onAbort)
       if (error) reject(error)

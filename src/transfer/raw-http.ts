@@ -3,6 +3,8 @@ import type tls from 'node:tls'
 
 import {BodyFeed, type FeedSource} from './body-feed.js'
 import type {Body} from './body.js'
+import {abortReason} from './abort-reason.js'
+import {type Deadlined, DeadlineWatch} from './deadline-watch.js'
 import {tlsModuleNow} from './tls-on-demand.js'
 
 /**
@@ -58,8 +60,6 @@ export interface RawHttpOptions {
   idleMs?: number
 }
 
-/** Heads still awaited are checked against their deadlines at least this often. */
-const HEAD_CHECK_MS = 250
 /** Idle connections are looked at this often (or at their idle time, if shorter); one idle longer is closed. */
 const SWEEP_MS = 5_000
 
@@ -97,9 +97,8 @@ export class RawHttpClient {
   /** Exchanges in flight per abort signal: one listener per signal, not one per request. */
   private readonly bySignal = new WeakMap<AbortSignal, Set<Exchange>>()
   private sweeper: NodeJS.Timeout | undefined
-  /** Exchanges waiting for their reply's head, and the one timer that enforces their deadlines. */
-  private readonly awaitingHead = new Set<Exchange>()
-  private headTimer: {timer: NodeJS.Timeout; everyMs: number} | undefined
+  /** Exchanges waiting for their reply's head: one interval for all their deadlines. */
+  readonly awaitingHead = new DeadlineWatch<Exchange>()
 
   private readonly idleMs: number
 
@@ -195,32 +194,6 @@ export class RawHttpClient {
     }
   }
 
-  /**
-   * `exchange` fails unless its head arrives by its deadline. One interval checks every exchange
-   * (a timer each was an allocation and two timer-list updates per request), at a tenth of the
-   * shortest timeout asked for, at most every HEAD_CHECK_MS.
-   */
-  awaitHead(exchange: Exchange, timeoutMs: number): void {
-    this.awaitingHead.add(exchange)
-    const everyMs = Math.max(1, Math.min(HEAD_CHECK_MS, Math.floor(timeoutMs / 10)))
-    if (this.headTimer && this.headTimer.everyMs <= everyMs) return
-    clearInterval(this.headTimer?.timer)
-    this.headTimer = {timer: setInterval(() => this.checkHeads(), everyMs).unref(), everyMs}
-  }
-
-  headDone(exchange: Exchange): void {
-    this.awaitingHead.delete(exchange)
-  }
-
-  private checkHeads(): void {
-    const now = performance.now()
-    for (const e of this.awaitingHead) if (now >= e.headDeadline) e.headTimedOut()
-    if (this.awaitingHead.size === 0) {
-      clearInterval(this.headTimer?.timer)
-      this.headTimer = undefined
-    }
-  }
-
   /** Exchanges on `signal` are aborted with it (one listener per signal for the client's life). */
   watch(signal: AbortSignal, exchange: Exchange): void {
     let live = this.bySignal.get(signal)
@@ -257,7 +230,7 @@ export class RawHttpClient {
         socket.destroy()
         reject(error)
       }
-      const onAbort = () => fail(signal?.reason instanceof Error ? signal.reason : new Error('aborted'))
+      const onAbort = () => fail(abortReason(signal))
       const ready = () => {
         clearTimeout(timer)
         signal?.removeEventListener('abort', onAbort)
@@ -299,14 +272,12 @@ export class RawHttpClient {
   }
 }
 
-const abortReason = (signal: AbortSignal | undefined): Error => (signal?.reason instanceof Error ? signal.reason : new Error('aborted'))
-
 /**
  * One request and its reply on a connection: the head parsed as it arrives, then the body handed to
  * a BodyFeed. An object with methods rather than a dozen closures per request (3.5 KB each; with
  * two requests per small file, a large share of what the garbage collector did).
  */
-class Exchange implements FeedSource {
+class Exchange implements FeedSource, Deadlined {
   /** Head bytes from earlier reads (a head split across reads); undefined while none. */
   private head: Buffer | undefined
   private headed = false
@@ -314,8 +285,8 @@ class Exchange implements FeedSource {
   private reusable = false
   private sawByte = false
   private ended = false
-  /** When the head must have arrived (performance.now()). */
-  headDeadline = 0
+  /** When the head must have arrived (performance.now()): see DeadlineWatch. */
+  deadline = 0
   private headTimeoutMs = 0
   private readonly feed: BodyFeed
 
@@ -332,8 +303,8 @@ class Exchange implements FeedSource {
   send(request: string, headersTimeoutMs: number): void {
     this.conn.exchange = this
     this.headTimeoutMs = headersTimeoutMs
-    this.headDeadline = performance.now() + headersTimeoutMs
-    this.client.awaitHead(this, headersTimeoutMs)
+    this.deadline = performance.now() + headersTimeoutMs
+    this.client.awaitingHead.add(this, headersTimeoutMs)
     if (this.signal) this.client.watch(this.signal, this)
     this.conn.socket.resume()
     this.conn.socket.write(request)
@@ -382,7 +353,7 @@ class Exchange implements FeedSource {
     if ('unsupported' in parsed) return this.failHead(new RawUnsupported(parsed.unsupported))
     const rest = head.subarray(end + HEAD_END.length)
     this.headed = true
-    this.client.headDone(this)
+    this.client.awaitingHead.delete(this)
     this.remaining = parsed.length
     this.reusable = parsed.keepAlive
     // Paused until the consumer pumps (BodyFeed queues what is already here), unless the whole
@@ -431,12 +402,13 @@ class Exchange implements FeedSource {
     this.feed.end()
   }
 
-  headTimedOut(): void {
+  /** No head by the deadline. */
+  expire(): void {
     this.failHead(new RawHttpError(`No response head within ${this.headTimeoutMs} ms.`, 'ETIMEDOUT'))
   }
 
   private stop(): void {
-    this.client.headDone(this)
+    this.client.awaitingHead.delete(this)
     if (this.signal) this.client.unwatch(this.signal, this)
   }
 }
